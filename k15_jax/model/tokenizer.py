@@ -10,7 +10,7 @@ import json
 import string
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 CHAR_SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 CHAR_ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"
@@ -50,6 +50,10 @@ class CharTokenizer:
         tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
         tok.decoder = decoders.Fuse()
         tok.add_special_tokens(list(CHAR_SPECIALS))
+        # the policy is trained on <bos> + prompt: tokenizing with special tokens adds it
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", self.bos_id)]
+        )
         return tok
 
     def save_hf(self, directory: str | Path) -> None:

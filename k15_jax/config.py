@@ -1,0 +1,109 @@
+"""Structured config: the schema of every option, registered in Hydra's ConfigStore.
+
+Each group's dataclass lives beside the code it configures; this module assembles them.
+The model schema is derived from the frozen `ModelConfig` so its fields are declared once.
+`validate` rejects impossible combinations before any compute, naming the keys.
+"""
+
+import dataclasses
+import typing
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from k15_jax.data.synthetic import SyntheticConfig
+from k15_jax.model.config import ModelConfig
+from k15_jax.rewards.score import RewardConfig
+from k15_jax.rl.losses import loss_options
+from k15_jax.rl.samplers import SAMPLERS, SamplerConfig
+from k15_jax.rollout.types import RolloutConfig
+from k15_jax.sharding import MeshConfig
+from k15_jax.train.rl_step import AlgoConfig
+from k15_jax.train.sft import SFTConfig
+
+
+def _schema_field(f: dataclasses.Field):
+    typ = f.type
+    if f.name == "rope_scaling":  # OmegaConf has no tuples: a list in the config
+        typ = typing.Optional[list[float]]  # noqa: UP007
+    return (f.name, typ, dataclasses.field(default=f.default))
+
+
+ModelSchema = dataclasses.make_dataclass(
+    "ModelSchema", [_schema_field(f) for f in dataclasses.fields(ModelConfig)]
+)
+
+
+def model_config(schema) -> ModelConfig:
+    """Hydra model node (or ModelSchema) -> the frozen, hashable ModelConfig."""
+    kw = OmegaConf.to_container(schema) if OmegaConf.is_config(schema) else vars(schema)
+    kw = dict(kw)
+    if kw.get("rope_scaling") is not None:
+        kw["rope_scaling"] = tuple(kw["rope_scaling"])
+    return ModelConfig(**kw)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    suite: str = "synthetic"
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+    template: str = "compact"
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    name: str = "default"
+    seed: int = 0
+    iterations: int = 60
+    eval_every: int = 10
+    eval_per_band: int = 100  # held-out prompts per band (greedy decoding)
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 2
+    run_dir: str = "runs/${trainer.name}-seed${trainer.seed}"
+    init_from_hf: str | None = None  # a local HF checkpoint directory instead of random init
+    skip_sft: bool = False
+    stop_after_iterations: int | None = None  # testing aid: stop early, as if killed
+
+
+@dataclasses.dataclass
+class Config:
+    model: ModelSchema = dataclasses.field(default_factory=ModelSchema)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    sft: SFTConfig = dataclasses.field(default_factory=SFTConfig)
+    algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig)
+    reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+def validate(cfg) -> None:
+    """Fails naming the keys when options cannot work together."""
+    model = model_config(cfg.model)
+    if cfg.sampler.name not in SAMPLERS:
+        raise ValueError(f"sampler.name={cfg.sampler.name!r}; choose one of {sorted(SAMPLERS)}")
+    loss_options(cfg.algo.loss)
+    total = cfg.rollout.max_prompt_len + cfg.rollout.max_new_tokens
+    if total > model.max_position_embeddings:
+        raise ValueError(
+            f"rollout.max_prompt_len + rollout.max_new_tokens = {total} exceeds "
+            f"model.max_position_embeddings={model.max_position_embeddings}; lower one of them"
+        )
+    if cfg.sampler.samples_per_prompt < 1 or cfg.sampler.batch_prompts < 1:
+        raise ValueError("sampler.batch_prompts and sampler.samples_per_prompt must be >= 1")
+    if cfg.algo.loss.name == "mirror_descent" and cfg.sampler.samples_per_prompt < 2:
+        raise ValueError(
+            "algo.loss.name=mirror_descent needs sampler.samples_per_prompt >= 2 (the mean "
+            "reward over K samples is its baseline)"
+        )
+    bands = list(cfg.data.synthetic.bands)
+    unknown = sorted(set(cfg.sampler.hard_bands) - set(bands))
+    if unknown:
+        raise ValueError(f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}")
+    if cfg.data.suite != "synthetic":
+        raise ValueError(f"data.suite={cfg.data.suite!r}; only 'synthetic' is wired into run")

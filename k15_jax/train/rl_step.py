@@ -1,0 +1,106 @@
+"""One RL iteration's policy update (report sec. 2.3.2): M optimizer steps on a batch.
+
+The params at the start of the iteration are pi_theta_i: `reference_logprobs` recomputes
+the sampled tokens' log-probs under them (the trainer's numerics; the engine's own log-probs
+are compared to them as a metric). The optimizer state is created fresh for every
+iteration unless `reset_optimizer` is off.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+
+from k15_jax.model.config import ModelConfig
+from k15_jax.model.logprobs import token_logprobs
+from k15_jax.rl.losses import LOSSES, LossConfig, loss_options
+
+
+@dataclasses.dataclass
+class AlgoConfig:
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    lr: float = 2e-4
+    updates_per_iteration: int = 4
+    reset_optimizer: bool = True
+    max_grad_norm: float = 1.0
+    skip_zero_advantage: bool = True  # drop groups whose K rewards are all equal
+    exclude_old_segments: bool = True  # partial rollouts: loss only on this iteration's tokens
+    trainer_ref_logp: bool = True  # False: use the engine's sampling log-probs as ref_logp
+
+
+def make_optimizer(cfg: AlgoConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
+
+
+def loss_mask(response_mask, version, rewards, iteration: int, cfg: AlgoConfig) -> np.ndarray:
+    """Tokens that count in the loss [N, T]: response tokens, of this iteration if
+    `exclude_old_segments`, in groups with a reward signal if `skip_zero_advantage`."""
+    mask = np.asarray(response_mask, np.float32)
+    if cfg.exclude_old_segments:
+        mask = mask * (np.asarray(version) == iteration)
+    if cfg.skip_zero_advantage:
+        B, K = rewards.shape
+        mixed = np.ptp(rewards, axis=1) > 0  # [B]
+        mask = mask * np.repeat(mixed, K)[:, None]
+    return mask
+
+
+def make_reference_logprobs(model_cfg: ModelConfig):
+    """Jitted (params, tokens [N, T]) -> log pi_theta_i(tokens) [N, T]."""
+    return jax.jit(lambda params, tokens: token_logprobs(params, model_cfg, tokens))
+
+
+def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
+    """Jitted (params, opt_state, tokens, ref_logp, rewards, mask) -> (params, opt_state, m).
+
+    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]. Runs M steps in a scan.
+    """
+    loss_fn = LOSSES[cfg.loss.name]
+    options = loss_options(cfg.loss)
+    optimizer = make_optimizer(cfg)
+
+    def objective(params, tokens, ref_logp, rewards, mask):
+        B, K = rewards.shape
+        logp = token_logprobs(params, model_cfg, tokens)
+        shape = (B, K, tokens.shape[1])
+        return loss_fn(logp.reshape(shape), ref_logp.reshape(shape), rewards, mask.reshape(shape),
+                       **options)
+
+    @jax.jit
+    def update(params, opt_state, tokens, ref_logp, rewards, mask):
+        def one(carry, _):
+            params, opt_state = carry
+            (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
+                params, tokens, ref_logp, rewards, mask
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+            return (optax.apply_updates(params, updates), opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(
+            one, (params, opt_state), length=cfg.updates_per_iteration
+        )
+        first = {f"train/{k}": v[0] for k, v in metrics.items()}
+        first["train/loss_last"] = metrics["loss"][-1]
+        return params, opt_state, first
+
+    return update, optimizer
+
+
+def logprob_gap(engine_logp, trainer_logp, response_mask) -> dict:
+    """Rollout-vs-trainer log-prob mismatch on response tokens (a bf16 instability signal)."""
+    m = np.asarray(response_mask) > 0
+    if not m.any():
+        return {"rollout/logp_gap_mean": 0.0, "rollout/logp_gap_max": 0.0}
+    gap = np.abs(np.asarray(engine_logp) - np.asarray(trainer_logp))[m]
+    return {"rollout/logp_gap_mean": float(gap.mean()), "rollout/logp_gap_max": float(gap.max())}
+
+
+def group_stats(rewards: np.ndarray, correct: np.ndarray) -> dict:
+    """Share of groups with mixed outcomes (the only ones with a learning signal)."""
+    return {
+        "train/mixed_groups": float(np.mean(np.ptp(rewards, axis=1) > 0)),
+        "train/all_wrong_groups": float(np.mean(correct.max(axis=1) == 0)),
+        "train/all_right_groups": float(np.mean(correct.min(axis=1) == 1)),
+    }

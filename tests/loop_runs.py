@@ -1,0 +1,39 @@
+"""Short runs of the main job for tests: the real command line in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# about 1 minute on 2 cores: a few SFT steps, 3 RL iterations on a reduced batch
+TINY = [
+    "+exp=curriculum",
+    "sft.steps=30",
+    "sft.checkpoint_every=10",
+    "trainer.iterations=3",
+    "trainer.eval_every=3",
+    "trainer.checkpoint_every=1",
+    "trainer.eval_per_band=6",
+    "sampler.batch_prompts=4",
+    "sampler.samples_per_prompt=4",
+    "sampler.warmup_iterations=1",
+    "rollout.slots=16",
+]
+
+
+def run_main(run_dir, *overrides, devices: int = 1, timeout: int = 900, check: bool = True,
+             popen: bool = False):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    cmd = [sys.executable, "-m", "experiments.run", *TINY, f"trainer.run_dir={run_dir}",
+           *overrides]
+    if popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
