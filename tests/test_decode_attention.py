@@ -1,0 +1,96 @@
+"""Split-K decode attention (interpret mode on CPU) against plain-jnp oracles.
+
+Tolerance: max |kernel - reference| / max(1, max |reference|) <= 1e-5 for fp32, 2e-2 for bf16.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+
+from kernels.decode_attention import (
+    DecodeBlockSizes,
+    decode_attention,
+    decode_attention_reference,
+)
+from kernels.flash_attention import flash_attention_reference
+
+TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
+
+
+def assert_close(got, want, tol):
+    got = np.asarray(jnp.asarray(got, jnp.float32))
+    want = np.asarray(jnp.asarray(want, jnp.float32))
+    assert np.all(np.isfinite(got))
+    err = np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want)))
+    assert err <= tol, f"normalised max error {err:.2e} > {tol:.0e}"
+
+
+def make_case(seed, B, S, H, G, Dh, dtype):
+    rng = np.random.default_rng(seed)
+    q = jnp.asarray(rng.normal(size=(B, H, Dh)), jnp.float32).astype(dtype)
+    k, v = (jnp.asarray(rng.normal(size=(B, S, G, Dh)), jnp.float32).astype(dtype) for _ in "kv")
+    lengths = rng.integers(1, S + 1, size=B)
+    lengths[0] = 0  # an empty sequence
+    lengths[-1] = S  # a full cache
+    return q, k, v, jnp.asarray(lengths, jnp.int32)
+
+
+# (seed, B, S, H, G, Dh, block_k, num_splits, dtype): GQA ratios 1/2/4/8, S not a block
+# multiple, one to several splits.
+CASES = [
+    (0, 3, 48, 4, 4, 32, 16, 4, jnp.float32),
+    (1, 4, 100, 8, 4, 64, 16, 2, jnp.float32),
+    (2, 3, 64, 8, 2, 16, 16, 16, jnp.float32),
+    (3, 2, 70, 8, 1, 24, 32, 1, jnp.float32),
+    (4, 3, 64, 8, 1, 64, 16, 4, jnp.bfloat16),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"seed{c[0]}")
+def test_matches_reference(case):
+    seed, B, S, H, G, Dh, bk, splits, dtype = case
+    q, k, v, lengths = make_case(seed, B, S, H, G, Dh, dtype)
+    out = decode_attention(q, k, v, lengths, block_sizes=DecodeBlockSizes(bk, splits))
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert_close(out, jax.jit(decode_attention_reference)(q, k, v, lengths), TOL[dtype])
+    assert np.all(np.asarray(out[0]) == 0.0)  # lengths[0] == 0
+
+
+def test_equals_last_row_of_causal_attention():
+    """Decoding token L-1 over a cache of L entries = row L-1 of causal attention."""
+    B, S, H, G, Dh = 3, 40, 4, 2, 32
+    rng = np.random.default_rng(5)
+    q = jnp.asarray(rng.normal(size=(B, S, H, Dh)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(B, S, G, Dh)), jnp.float32) for _ in "kv")
+    lengths = np.array([1, 17, 40])
+    full = jax.jit(flash_attention_reference)(q, k, v)
+    want = full[np.arange(B), lengths - 1]
+    q_last = q[np.arange(B), lengths - 1]
+    got = decode_attention(
+        q_last, k, v, jnp.asarray(lengths, jnp.int32), block_sizes=DecodeBlockSizes(16, 4)
+    )
+    assert_close(got, want, 1e-5)
+
+
+def test_gpu_path_lowers_to_triton():
+    """Lowered for CUDA from this CPU host (Pallas -> Triton IR, no GPU needed): one kernel."""
+    q = jax.ShapeDtypeStruct((4, 32, 128), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((4, 4096, 8, 128), jnp.bfloat16)
+    lengths = jax.ShapeDtypeStruct((4,), jnp.int32)
+    check = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    fn = jax.jit(lambda q, k, v, n: decode_attention(q, k, v, n, interpret=False))
+    exported = export.export(fn, platforms=["cuda"], disabled_checks=[check])(q, kv, kv, lengths)
+    assert exported.mlir_module().count("xla.gpu.triton(") == 1
+
+
+def test_shape_errors():
+    q = jnp.zeros((2, 6, 16))
+    k = jnp.zeros((2, 32, 4, 16))
+    with pytest.raises(ValueError, match="kv heads"):
+        decode_attention(q, k, k, jnp.zeros((2,), jnp.int32))
+    with pytest.raises(ValueError, match="lengths"):
+        decode_attention(q, k[:, :, :3], k[:, :, :3], jnp.zeros((3,), jnp.int32))
+    with pytest.raises(ValueError, match="power of two"):
+        DecodeBlockSizes(block_k=48)
