@@ -36,7 +36,8 @@ class CurationConfig:
 
     n_samples: int = 10  # answers per prompt for the pass rate
     sample_temperature: float = 1.0  # "relatively high"
-    n_direct: int = 8  # direct-answer tries per prompt
+    n_direct: int = 8  # direct-answer tries per prompt (0: skip the probe)
+    direct_temperature: float = 1.0  # sampling the direct tries (<= 0: greedy, one distinct try)
     # pass-rate edges, descending: difficulty 0 if pass_rate >= 0.8, 1 if >= 0.5, ...
     difficulty_edges: list[float] = dataclasses.field(default_factory=lambda: [0.8, 0.5, 0.2])
     format_filters: list[str] = dataclasses.field(
