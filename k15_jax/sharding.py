@@ -139,3 +139,10 @@ def shard_batch(x, mesh: Mesh, rules: Rules = TRAIN_RULES, what: str = "batch"):
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     check_divisible(x.shape[:1], ("batch",), mesh, rules, what)
     return jax.device_put(x, data_sharding(mesh, rules, x.ndim))
+
+
+def replicate_scalars(tree, mesh: Mesh):
+    """Places 0-d leaves (optimizer step counters) replicated on the mesh, as a jitted step
+    returns them, so the step's second call does not retrace."""
+    rep = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: jax.device_put(x, rep) if np.ndim(x) == 0 else x, tree)

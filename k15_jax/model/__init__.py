@@ -1,7 +1,7 @@
 """The policy model: a Llama/Qwen2 decoder as pure functions over a params pytree."""
 
 from k15_jax.model.config import SUPPORTED_ARCHITECTURES, ModelConfig
-from k15_jax.model.hf import export_hf, load_hf
+from k15_jax.model.hf import export_hf, load_hf, read_hf_config
 from k15_jax.model.logprobs import token_logprobs
 from k15_jax.model.params import abstract_params, init_params, logical_axes, param_specs
 from k15_jax.model.transformer import decode_step, forward, forward_hidden, init_cache, prefill
@@ -20,5 +20,6 @@ __all__ = [
     "logical_axes",
     "param_specs",
     "prefill",
+    "read_hf_config",
     "token_logprobs",
 ]

@@ -5,7 +5,8 @@ Two entry points, each a dict of implementations selected by name:
   decode_attention(q, k, v, lens)  one query token per sequence against a KV cache
 
 "xla" is the plain-jnp reference (and the test oracle); "pallas" uses the kernels in
-`kernels/`; "auto" picks pallas on GPU/TPU and xla on CPU (interpret mode is for tests).
+`kernels/`; "cudnn" is jax.nn's cuDNN path (GPU only); "auto" picks pallas on GPU/TPU and
+xla on CPU (interpret mode is for tests).
 """
 
 import jax
@@ -74,8 +75,25 @@ def _pallas_decode_attention(q, k_cache, v_cache, lengths):
     return kernel(q, k_cache, v_cache, lengths)
 
 
-ATTENTION = {"xla": xla_attention, "pallas": _pallas_attention}
-DECODE_ATTENTION = {"xla": xla_decode_attention, "pallas": _pallas_decode_attention}
+def _cudnn_attention(q, k, v, *, causal=True, segment_ids=None, window=None):
+    """cuDNN fused attention through jax.nn (GPU only; no packed segments)."""
+    if segment_ids is not None:
+        raise NotImplementedError(
+            "attention implementation 'cudnn' does not take segment ids; use 'pallas' or 'xla'"
+        )
+    local = None if window is None else (window - 1, 0)
+    return jax.nn.dot_product_attention(
+        q, k, v, is_causal=causal, local_window_size=local, implementation="cudnn"
+    )
+
+
+ATTENTION = {"xla": xla_attention, "pallas": _pallas_attention, "cudnn": _cudnn_attention}
+# one query token per sequence: cuDNN's fused kernel brings nothing, the reference is used
+DECODE_ATTENTION = {
+    "xla": xla_decode_attention,
+    "pallas": _pallas_decode_attention,
+    "cudnn": xla_decode_attention,
+}
 
 
 def resolve(implementation: str) -> str:

@@ -164,6 +164,14 @@ def _first(x):
     return x[0] if isinstance(x, list) and x else x
 
 
+def read_hf_config(path, **overrides) -> ModelConfig:
+    """The ModelConfig of a local HF checkpoint directory (reads config.json only)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json; point trainer.init_from_hf at a HF checkpoint directory")
+    return config_from_hf(json.loads((path / "config.json").read_text()), **overrides)
+
+
 def load_hf(path, *, shardings=None, **config_overrides) -> tuple[ModelConfig, dict]:
     """Loads a local HF checkpoint directory -> (config, params).
 
@@ -172,9 +180,7 @@ def load_hf(path, *, shardings=None, **config_overrides) -> tuple[ModelConfig, d
     Fails naming the tensor on a missing, extra or mis-shaped tensor.
     """
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no config.json; point model.hf_path at a HF dir")
-    cfg = config_from_hf(json.loads((path / "config.json").read_text()), **config_overrides)
+    cfg = read_hf_config(path, **config_overrides)
     st = SafetensorsDir(path)
     specs = param_specs(cfg)
     dtype = jnp.dtype(cfg.param_dtype)

@@ -30,7 +30,7 @@ from k15_jax.rollout.buffer import RolloutBuffer
 from k15_jax.rollout.engine import make_engine
 from k15_jax.rollout.handover import handover
 from k15_jax.rollout.types import FINISH_REPEAT
-from k15_jax.sharding import TRAIN_RULES, make_mesh, param_shardings
+from k15_jax.sharding import TRAIN_RULES, make_mesh, param_shardings, replicate_scalars
 from k15_jax.train import rl_step, sft
 from k15_jax.train.evaluate import evaluate
 from k15_jax.train.logging import MetricsWriter, log, progress, setup_logging
@@ -66,6 +66,7 @@ def build(cfg) -> Setup:
     suite = SyntheticSuite(OmegaConf.to_object(cfg.data.synthetic))
     run_dir = Path(cfg.trainer.run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
+    _lock(run_dir)
     return Setup(
         cfg=cfg,
         model=model,
@@ -77,6 +78,24 @@ def build(cfg) -> Setup:
         template=template(cfg.data.template),
         run_dir=run_dir,
     )
+
+
+def _lock(run_dir: Path) -> None:
+    """One process per run directory: two would interleave metrics and checkpoints."""
+    import fcntl
+
+    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(
+            f"another process is already running in {run_dir}; wait for it or set "
+            "trainer.run_dir (or trainer.seed / trainer.name) to use another directory"
+        ) from None
+    _LOCKS.append(handle)
+
+
+_LOCKS: list = []
 
 
 def sft_examples(s: Setup, step: int) -> list[tuple[list[int], list[int]]]:
@@ -96,6 +115,7 @@ def run_sft(s: Setup, params, state: RunState, ckpt: Checkpoints, writer: Metric
     opt_state = optimizer.init(params)
     if state.sft_step:  # the schedule position matters; replay the count on a fresh state
         opt_state = _with_count(opt_state, state.sft_step)
+    opt_state = replicate_scalars(opt_state, s.mesh)
     step_fn = sft.make_step(s.model, optimizer)
     bar = progress(c.steps, "SFT warm-up", initial=state.sft_step)
     while state.sft_step < c.steps:
@@ -170,7 +190,7 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     mask[n_groups * K:] = 0.0
     metrics = {}
     if mask.sum() > 0:
-        opt_state = fns["optimizer"].init(params)
+        opt_state = replicate_scalars(fns["optimizer"].init(params), s.mesh)
         params, _, metrics = fns["update"](params, opt_state, rollouts.tokens, ref, full_rewards, mask)
         metrics = {k: float(v) for k, v in metrics.items()}
         if not all(math.isfinite(v) for v in metrics.values()):
