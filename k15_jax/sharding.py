@@ -146,3 +146,16 @@ def replicate_scalars(tree, mesh: Mesh):
     returns them, so the step's second call does not retrace."""
     rep = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.device_put(x, rep) if np.ndim(x) == 0 else x, tree)
+
+
+
+def abstract_output(fn, *abstract_args):
+    """fn's outputs as ShapeDtypeStructs with the shardings jit gives them for these
+    (sharded) abstract inputs; compiles, never runs."""
+    compiled = jax.jit(fn).lower(*abstract_args).compile()
+    shapes = jax.eval_shape(fn, *abstract_args)
+    return jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        shapes,
+        compiled.output_shardings,
+    )

@@ -80,19 +80,26 @@ def test_exported_policy_gives_engine_answers_in_transformers(tiny_run):
         assert theirs == ours, (rows[int(rid)]["prompt"], tok.decode(theirs), tok.decode(ours))
 
 
-def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_run, tmp_path):
-    run_dir = tmp_path / "killed"
-    proc = run_main(run_dir, popen=True)
-    metrics = run_dir / "metrics.jsonl"
+def _kill_when(proc, metrics, needle: str):
     deadline = time.time() + 600
-    while time.time() < deadline:  # kill while RL iteration 1 runs
-        if metrics.exists() and '"iteration": 1, "phase": "rl"' in metrics.read_text():
+    while time.time() < deadline:
+        if metrics.exists() and needle in metrics.read_text():
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()[-3000:]}")
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_in_sft_and_in_rl_then_resume_matches_uninterrupted(tiny_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    metrics = run_dir / "metrics.jsonl"
+    # SFT metrics are written every 25 steps, checkpoints every 10: killed after step 25,
+    # the run resumes from step 20 with its optimizer state
+    _kill_when(run_main(run_dir, popen=True), metrics, '"step": 25')
+    # then killed while RL iteration 1 runs
+    _kill_when(run_main(run_dir, popen=True), metrics, '"iteration": 1, "phase": "rl"')
     resumed = run_main(run_dir)
     assert "resumed from" in resumed.stderr
     assert _records(run_dir) == _records(tiny_run)

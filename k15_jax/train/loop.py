@@ -30,7 +30,13 @@ from k15_jax.rollout.buffer import RolloutBuffer
 from k15_jax.rollout.engine import make_engine
 from k15_jax.rollout.handover import handover
 from k15_jax.rollout.types import FINISH_REPEAT
-from k15_jax.sharding import TRAIN_RULES, make_mesh, param_shardings, replicate_scalars
+from k15_jax.sharding import (
+    TRAIN_RULES,
+    abstract_output,
+    make_mesh,
+    param_shardings,
+    replicate_scalars,
+)
 from k15_jax.train import rl_step, sft
 from k15_jax.train.evaluate import evaluate
 from k15_jax.train.logging import MetricsWriter, log, progress, setup_logging
@@ -109,12 +115,13 @@ def sft_examples(s: Setup, step: int) -> list[tuple[list[int], list[int]]]:
     ]
 
 
-def run_sft(s: Setup, params, state: RunState, ckpt: Checkpoints, writer: MetricsWriter):
+def run_sft(s: Setup, params, opt_state, state: RunState, ckpt: Checkpoints,
+            writer: MetricsWriter):
+    """SFT steps from state.sft_step to sft.steps; opt_state None starts a fresh AdamW."""
     c = s.cfg.sft
     optimizer = sft.make_optimizer(c)
-    opt_state = optimizer.init(params)
-    if state.sft_step:  # the schedule position matters; replay the count on a fresh state
-        opt_state = _with_count(opt_state, state.sft_step)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
     opt_state = replicate_scalars(opt_state, s.mesh)
     step_fn = sft.make_step(s.model, optimizer)
     bar = progress(c.steps, "SFT warm-up", initial=state.sft_step)
@@ -130,18 +137,9 @@ def run_sft(s: Setup, params, state: RunState, ckpt: Checkpoints, writer: Metric
             writer.write({"phase": "sft", "step": state.sft_step, **m}, state.sft_step)
         if state.sft_step % c.checkpoint_every == 0 and state.sft_step < c.steps:
             state.metrics_lines = writer.lines()
-            ckpt.save(params, state)
+            ckpt.save({"params": params, "opt_state": opt_state}, state)
     bar.close()
     return params
-
-
-def _with_count(opt_state, count: int):
-    """Sets every optax step counter to `count` (SFT resume keeps its LR schedule)."""
-    return jax.tree.map(
-        lambda x: np.asarray(count, x.dtype) if getattr(x, "ndim", 1) == 0 and x.dtype.kind == "i"
-        else x,
-        opt_state,
-    )
 
 
 def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[dict, object, dict]:
@@ -227,6 +225,16 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     return params, engine, metrics
 
 
+def rl_machinery(s: Setup, params) -> tuple[object, dict]:
+    """The rollout engine (holding params) and the `fns` of `rl_iteration` under s.cfg."""
+    rollout_cfg = OmegaConf.to_object(s.cfg.rollout)
+    engine = make_engine(s.model, rollout_cfg, eos_id=s.tokenizer.eos_id,
+                         pad_id=s.tokenizer.pad_id, mesh=s.mesh, params=params)
+    update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(s.cfg.algo))
+    return engine, {"update": update, "optimizer": optimizer, "rollout_cfg": rollout_cfg,
+                    "ref_logp": rl_step.make_reference_logprobs(s.model)}
+
+
 def main(cfg) -> Path:
     setup_logging()
     s = build(cfg)
@@ -240,8 +248,16 @@ def main(cfg) -> Path:
         lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
         abstract_params(s.model), s.train_shardings,
     )
+    def target_for(state: RunState):  # during SFT the optimizer state is saved too
+        if state.phase != "sft":
+            return {"params": abstract}
+        opt = abstract_output(sft.make_optimizer(cfg.sft).init, abstract)
+        return {"params": abstract, "opt_state": opt}
+
+    opt_state = None
     if ckpt.latest() is not None:
-        params, state = ckpt.restore(abstract)
+        tree, state = ckpt.restore(target_for)
+        params, opt_state = tree["params"], tree.get("opt_state")
         writer.truncate(state.metrics_lines)
         log.info("resumed from %s: phase=%s sft_step=%d iteration=%d", ckpt.directory,
                  state.phase, state.sft_step, state.iteration)
@@ -253,25 +269,21 @@ def main(cfg) -> Path:
 
     # stage 1: long-CoT SFT warm-up
     if state.phase == "sft":
-        params = run_sft(s, params, state, ckpt, writer)
+        params = run_sft(s, params, opt_state, state, ckpt, writer)
         state.phase = "rl"
         state.metrics_lines = writer.lines()
-        ckpt.save(params, state)
+        ckpt.save({"params": params}, state)
 
     # stage 2: RL iterations
-    rollout_cfg = OmegaConf.to_object(cfg.rollout)
-    engine = make_engine(s.model, rollout_cfg, eos_id=s.tokenizer.eos_id,
-                         pad_id=s.tokenizer.pad_id, mesh=s.mesh, params=params)
+    engine, fns = rl_machinery(s, params)
     # greedy decoding is compiled into an engine: a second one shares the params
-    s.eval_engine = make_engine(s.model, dataclasses.replace(rollout_cfg, greedy=True, partial=False),
+    s.eval_engine = make_engine(s.model, dataclasses.replace(fns["rollout_cfg"], greedy=True,
+                                                             partial=False),
                                 eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id, mesh=s.mesh)
-    update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(cfg.algo))
-    fns = {"update": update, "optimizer": optimizer, "rollout_cfg": rollout_cfg,
-           "ref_logp": rl_step.make_reference_logprobs(s.model)}
     if "eval_start" not in state.extra:
         state.extra["eval_start"] = _evaluate(s, engine, writer, state.iteration)
         state.metrics_lines = writer.lines()
-        ckpt.save(params, state)
+        ckpt.save({"params": params}, state)
     bar = progress(cfg.trainer.iterations, "RL iterations", initial=state.iteration)
     stop_at = cfg.trainer.stop_after_iterations
     while state.phase == "rl" and state.iteration < cfg.trainer.iterations:
@@ -287,17 +299,21 @@ def main(cfg) -> Path:
             _evaluate(s, engine, writer, state.iteration)
         if state.iteration % cfg.trainer.checkpoint_every == 0 or last:
             state.metrics_lines = writer.lines()
-            ckpt.save(params, state)
+            ckpt.save({"params": params}, state)
     bar.close()
     if state.phase == "rl":
         state.extra["eval_end"] = _last_eval(writer)
         state.phase = "done"
         state.extra["wall_time_s"] = state.extra.get("wall_time_s", 0.0) + time.time() - t_start
         state.metrics_lines = writer.lines()
-        ckpt.save(params, state)
+        ckpt.save({"params": params}, state)
     write_outputs(s, params, state, writer, engine)
     ckpt.close()
     writer.close()
+    if cfg.long2short.enabled:  # sec. 2.4: shorten the final long-CoT policy
+        from k15_jax.train.long2short import run as run_long2short
+
+        run_long2short(s, params)
     return s.run_dir
 
 

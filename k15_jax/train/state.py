@@ -60,13 +60,14 @@ class Checkpoints:
             item_names=("params", "state"),
         )
 
-    def save(self, params, state: RunState) -> None:
+    def save(self, tree, state: RunState) -> None:
+        """tree: params, or any pytree of arrays (e.g. params with optimizer state)."""
         state.saves += 1
         meta = _to_json(dataclasses.asdict(state))
         self.manager.save(
             state.saves,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params), state=ocp.args.JsonSave(meta)
+                params=ocp.args.StandardSave(tree), state=ocp.args.JsonSave(meta)
             ),
             force=True,
         )
@@ -75,21 +76,25 @@ class Checkpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore(self, abstract_params) -> tuple[dict, RunState]:
-        """Restores the newest complete checkpoint onto the shardings of abstract_params."""
+    def restore(self, target_for) -> tuple[dict, RunState]:
+        """Restores the newest complete checkpoint.
+
+        target_for: RunState -> pytree of arrays or ShapeDtypeStructs (with shardings) like
+        the saved tree, e.g. params alone, or params and optimizer state during SFT.
+        """
         step = self.manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        meta = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.JsonRestore()))
+        state = RunState(**_from_json(dict(meta["state"])))
         target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_params
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+            target_for(state),
         )
         out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(target), state=ocp.args.JsonRestore()
-            ),
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
         )
-        return out["params"], RunState(**_from_json(dict(out["state"])))
+        return out["params"], state
 
     def close(self) -> None:
         self.manager.close()
