@@ -69,8 +69,10 @@ def main(argv=None) -> None:
     fig.savefig(args.out / "comparison.png", dpi=110)
 
     bands = list(next(iter(groups.values()))[0]["summary"]["eval_accuracy_by_band"]["end"])
-    lines = ["| experiment | seeds | " + " | ".join(f"{b} start -> end" for b in bands) + " |",
-             "|---|---|" + "---|" * len(bands)]
+    lines = [
+        "| experiment | seeds | " + " | ".join(f"{b} start -> end" for b in bands) + " |",
+        "|---|---|" + "---|" * len(bands),
+    ]
     for name, runs in groups.items():
         cells = []
         for b in bands:

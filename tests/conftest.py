@@ -48,5 +48,7 @@ def fake_devices():
 def shared_data() -> Path:
     """../shared/data beside the checkout (real benchmark files, read-only)."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data not found at {SHARED_DATA}; tests expect the checkout beside shared/")
+        pytest.fail(
+            f"shared data not found at {SHARED_DATA}; tests expect the checkout beside shared/"
+        )
     return SHARED_DATA

@@ -40,7 +40,10 @@ def tiny_hf_model(arch: str, seed: int = 0, **overrides):
         raise ValueError(arch)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.ndim == 1 and p.shape[0] == kw["hidden_size"] else 0.0))
+            p.copy_(
+                torch.randn_like(p) * 0.2
+                + (1.0 if p.ndim == 1 and p.shape[0] == kw["hidden_size"] else 0.0)
+            )
     return model.eval()
 
 

@@ -23,17 +23,22 @@ TINY = [
 ]
 
 
-def run_main(run_dir, *overrides, devices: int = 1, timeout: int = 900, check: bool = True,
-             popen: bool = False):
+def run_main(
+    run_dir,
+    *overrides,
+    devices: int = 1,
+    timeout: int = 900,
+    check: bool = True,
+    popen: bool = False,
+):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    cmd = [sys.executable, "-m", "experiments.run", *TINY, f"trainer.run_dir={run_dir}",
-           *overrides]
+    cmd = [sys.executable, "-m", "experiments.run", *TINY, f"trainer.run_dir={run_dir}", *overrides]
     if popen:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

@@ -9,8 +9,16 @@ import pytest
 from k15_jax.model import ModelConfig, forward, init_params, token_logprobs
 from k15_jax.model.attention import resolve
 
-CFG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=16, logits_chunk=16)
+CFG = ModelConfig(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    logits_chunk=16,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +46,9 @@ def test_engine_generation_matches(params):
     from k15_jax.rollout.engine import make_engine
     from k15_jax.rollout.types import RolloutConfig
 
-    rcfg = RolloutConfig(greedy=True, max_prompt_len=8, max_new_tokens=12, slots=4,
-                         stop_on_repeat=False)
+    rcfg = RolloutConfig(
+        greedy=True, max_prompt_len=8, max_new_tokens=12, slots=4, stop_on_repeat=False
+    )
     requests = [(str(i), list(range(1, 3 + i))) for i in range(5)]
     outs = []
     for impl in ("xla", "pallas"):

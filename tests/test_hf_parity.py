@@ -73,7 +73,9 @@ def test_missing_tensor_is_named(tmp_path):
 def test_misshaped_tensor_names_both_shapes(tmp_path):
     path = _saved(tmp_path)
     _rewrite(path, lambda t: t.update({"model.norm.weight": np.ones(63, np.float32)}))
-    with pytest.raises(ValueError, match=r"model\.norm\.weight has shape \(63,\), expected \(64,\)"):
+    with pytest.raises(
+        ValueError, match=r"model\.norm\.weight has shape \(63,\), expected \(64,\)"
+    ):
         load_hf(path)
 
 

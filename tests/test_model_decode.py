@@ -8,8 +8,16 @@ import pytest
 from k15_jax.model import ModelConfig, decode_step, forward, init_params, prefill, token_logprobs
 
 CFG = ModelConfig(
-    vocab_size=61, hidden_size=48, intermediate_size=80, num_layers=2, num_heads=4,
-    num_kv_heads=2, head_dim=12, qkv_bias=True, tie_embeddings=False, logits_chunk=7,
+    vocab_size=61,
+    hidden_size=48,
+    intermediate_size=80,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=12,
+    qkv_bias=True,
+    tie_embeddings=False,
+    logits_chunk=7,
 )
 
 
@@ -66,9 +74,9 @@ def test_chunked_logprobs_match_log_softmax_and_gradients(params):
     rng = np.random.default_rng(2)
     tokens = jnp.asarray(rng.integers(0, CFG.vocab_size, (3, 23)).astype(np.int32))
     logits = forward(params, CFG, tokens)
-    ref = jnp.take_along_axis(
-        jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], axis=-1
-    )[..., 0]
+    ref = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], axis=-1)[
+        ..., 0
+    ]
     logp = token_logprobs(params, CFG, tokens)  # chunk 7 does not divide 22
     np.testing.assert_allclose(logp[:, 1:], ref, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(logp[:, 0]), 0.0)

@@ -168,7 +168,9 @@ def read_hf_config(path, **overrides) -> ModelConfig:
     """The ModelConfig of a local HF checkpoint directory (reads config.json only)."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no config.json; point trainer.init_from_hf at a HF checkpoint directory")
+        raise FileNotFoundError(
+            f"{path} has no config.json; point trainer.init_from_hf at a HF checkpoint directory"
+        )
     return config_from_hf(json.loads((path / "config.json").read_text()), **overrides)
 
 

@@ -25,15 +25,23 @@ def evaluate(engine, setup, per_band: int) -> dict[str, tuple[float, float]]:
     tok = setup.tokenizer
     requests = [(f"eval{i}", tok.encode(p, bos=True)) for i, (p, _, _) in enumerate(items)]
     rollouts, group_ids, _, _ = driver.collect(
-        engine, requests, k=1, iteration=0, key=jax.random.key(0),
+        engine,
+        requests,
+        k=1,
+        iteration=0,
+        key=jax.random.key(0),
         buffer=RolloutBuffer(),
     )
     order = {g: n for n, g in enumerate(group_ids)}
-    tokens, plen, length = (np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length))
+    tokens, plen, length = (
+        np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
+    )
     texts, lens = [], []
     for i in range(len(items)):
         n = order[f"eval{i}"]
-        texts.append(response_text(setup.template, tok.decode(tokens[n, plen[n]: plen[n] + length[n]])))
+        texts.append(
+            response_text(setup.template, tok.decode(tokens[n, plen[n] : plen[n] + length[n]]))
+        )
         lens.append(length[n])
     correct, _ = score_math(texts, [r for _, r, _ in items])
     bands = np.array([b for _, _, b in items])

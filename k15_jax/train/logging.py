@@ -22,8 +22,15 @@ def setup_logging() -> None:
 
 
 def progress(total: int, desc: str, initial: int = 0):
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True,
-                mininterval=2.0, file=sys.stderr)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        dynamic_ncols=True,
+        leave=True,
+        mininterval=2.0,
+        file=sys.stderr,
+    )
 
 
 class MetricsWriter:

@@ -33,10 +33,15 @@ def plot_run(records: list[dict], out_dir: Path) -> list[Path]:
         x = [r["iteration"] for r in evals]
         axes[0].plot(x, [r[f"eval/acc/{band}"] for r in evals], marker="o", label=band)
         axes[1].plot(x, [r[f"eval/len/{band}"] for r in evals], marker="o", label=band)
-    axes[0].set(xlabel="RL iteration", ylabel="held-out accuracy", ylim=(-0.02, 1.02),
-                title="Held-out accuracy per band")
-    axes[1].set(xlabel="RL iteration", ylabel="mean response tokens",
-                title="Response length per band")
+    axes[0].set(
+        xlabel="RL iteration",
+        ylabel="held-out accuracy",
+        ylim=(-0.02, 1.02),
+        title="Held-out accuracy per band",
+    )
+    axes[1].set(
+        xlabel="RL iteration", ylabel="mean response tokens", title="Response length per band"
+    )
     axes[0].legend(fontsize=8)
     paths.append(_save(fig, out_dir / "heldout_accuracy.png"))
 
