@@ -1,0 +1,68 @@
+"""Prompt samplers against their definitions (report sec. 2.3.4)."""
+
+import numpy as np
+import pytest
+
+from k15_jax.rl import samplers
+from k15_jax.rl.samplers import SamplerConfig
+
+BANDS = np.array(["add1"] * 40 + ["add2"] * 40 + ["add3"] * 20)
+
+
+def test_update_counts_attempts_and_successes():
+    state = samplers.init_state(len(BANDS))
+    idx = np.array([3, 3, 7])
+    correct = np.array([[1, 0, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]])
+    new = samplers.update(state, idx, correct)
+    assert new["attempts"][3] == 8 and new["successes"][3] == 4
+    assert new["attempts"][7] == 4 and new["successes"][7] == 4
+    assert new["attempts"].sum() == 12 and state["attempts"].sum() == 0  # pure
+
+
+def test_prioritized_frequencies_follow_one_minus_success_with_floor():
+    state = samplers.init_state(len(BANDS))
+    rate = np.linspace(0, 1, len(BANDS))  # prompt i solved at rate[i]
+    state["attempts"][:] = 100
+    state["successes"][:] = np.round(rate * 100).astype(int)
+    cfg = SamplerConfig(name="prioritized", floor=0.05)
+    rng = np.random.default_rng(0)
+    draws = samplers.draw(state, BANDS, 200_000, rng, cfg, iteration=0)
+    freq = np.bincount(draws, minlength=len(BANDS)) / len(draws)
+    weight = np.maximum(1 - state["successes"] / 100, 0.05)
+    np.testing.assert_allclose(freq, weight / weight.sum(), atol=2e-3)
+
+
+def test_curriculum_warmup_then_mostly_hard():
+    cfg = SamplerConfig(name="curriculum", warmup_iterations=3, easy_fraction=0.25)
+    state = samplers.init_state(len(BANDS))
+    rng = np.random.default_rng(1)
+    warm = samplers.draw(state, BANDS, 4000, rng, cfg, iteration=2)
+    assert abs(np.mean(BANDS[warm] == "add3") - 0.2) < 0.03  # whole pool
+    late = samplers.draw(state, BANDS, 4000, rng, cfg, iteration=3)
+    # 75% from the hardest band, 25% from the whole pool (of which 20% is add3)
+    assert abs(np.mean(BANDS[late] == "add3") - (0.75 + 0.25 * 0.2)) < 0.03
+    cfg.hard_bands = ["add2", "add3"]
+    both = samplers.draw(state, BANDS, 4000, rng, cfg, iteration=5)
+    assert abs(np.mean(BANDS[both] == "add1") - 0.25 * 0.4) < 0.03
+
+
+def test_staged_opens_bands_easy_to_hard():
+    cfg = SamplerConfig(name="curriculum", mode="staged", stage_iterations=10)
+    state = samplers.init_state(len(BANDS))
+    rng = np.random.default_rng(2)
+    assert set(BANDS[samplers.draw(state, BANDS, 500, rng, cfg, 0)]) == {"add1"}
+    assert set(BANDS[samplers.draw(state, BANDS, 500, rng, cfg, 10)]) == {"add1", "add2"}
+    assert set(BANDS[samplers.draw(state, BANDS, 500, rng, cfg, 99)]) == set(BANDS)
+
+
+def test_uniform_and_errors():
+    state = samplers.init_state(len(BANDS))
+    rng = np.random.default_rng(3)
+    draws = samplers.draw(state, BANDS, 100_000, rng, SamplerConfig(name="uniform"), 0)
+    freq = np.bincount(draws, minlength=len(BANDS)) / len(draws)
+    np.testing.assert_allclose(freq, 1 / len(BANDS), atol=2e-3)
+    with pytest.raises(ValueError, match="sampler.name='bogus'"):
+        samplers.draw(state, BANDS, 4, rng, SamplerConfig(name="bogus"), 0)
+    with pytest.raises(ValueError, match="hard_bands"):
+        cfg = SamplerConfig(name="curriculum", hard_bands=["add9"], warmup_iterations=0)
+        samplers.draw(state, BANDS, 4, rng, cfg, 1)
