@@ -23,7 +23,6 @@ from pathlib import Path
 
 import hydra
 import jax
-import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
@@ -49,6 +48,9 @@ from k15_jax.data.loaders import (
 )
 from k15_jax.data.synthetic import SyntheticConfig, SyntheticSuite
 from k15_jax.data.templates import render, response_text, template
+from k15_jax.eval.checkpoint import load_hf_policy, random_char_policy
+from k15_jax.eval.generation import complete, rollout_config
+from k15_jax.eval.resume import check_settings
 from k15_jax.rewards.math import score_math
 from k15_jax.train.logging import log, progress, setup_logging
 
@@ -169,38 +171,9 @@ class Generator:
 
 def _model_and_tokenizer(cfg: CurateConfig):
     """(ModelConfig, params, tokenizer): a local HF checkpoint, or the random tiny model."""
-    from k15_jax.model.params import init_params
-    from k15_jax.model.tokenizer import CharTokenizer, HFTokenizer
-
     if cfg.model_path is None:
-        tok = CharTokenizer()
-        model = model_config(cfg.model)
-        if model.vocab_size < tok.vocab_size:
-            raise ValueError(
-                f"model.vocab_size={model.vocab_size} < {tok.vocab_size} characters of the "
-                f"char tokenizer; set model.vocab_size >= {tok.vocab_size}"
-            )
-        model = model.replace(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
-        return model, init_params(model, jax.random.key(cfg.seed)), tok
-    from k15_jax.model.hf import load_hf
-
-    if not (Path(cfg.model_path) / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no HF checkpoint (config.json) in {cfg.model_path}; set model_path to a folder "
-            "such as runs/<name>-seed<seed>/final/hf"
-        )
-    tok_path = Path(cfg.tokenizer_path or cfg.model_path)
-    tok_file = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
-    if not tok_file.is_file():
-        raise FileNotFoundError(f"no tokenizer at {tok_file}; set tokenizer_path")
-    model, params = load_hf(cfg.model_path)
-    tok = HFTokenizer(tok_file)
-    if tok.vocab_size > model.vocab_size:
-        raise ValueError(
-            f"tokenizer {tok_file} has {tok.vocab_size} tokens, the model {model.vocab_size}; "
-            "set tokenizer_path to the model's tokenizer"
-        )
-    return model, params, tok
+        return random_char_policy(model_config(cfg.model), cfg.seed)
+    return load_hf_policy(cfg.model_path, cfg.tokenizer_path)
 
 
 _SHARED_ROLLOUT_FIELDS = (
@@ -211,7 +184,6 @@ _SHARED_ROLLOUT_FIELDS = (
 
 def make_generator(cfg: CurateConfig) -> Generator:
     """Two engines sharing one set of params: long-CoT sampling and the direct probe."""
-    from k15_jax.rollout import driver
     from k15_jax.rollout.engine import make_engine
     from k15_jax.rollout.types import RolloutConfig
 
@@ -230,31 +202,14 @@ def make_generator(cfg: CurateConfig) -> Generator:
     shared = {f: getattr(g, f) for f in _SHARED_ROLLOUT_FIELDS}
 
     def rollout_cfg(temperature: float, max_new: int) -> RolloutConfig:
-        greedy = temperature <= 0
-        temperature = 1.0 if greedy else temperature
-        return RolloutConfig(
-            temperature=temperature, greedy=greedy, max_new_tokens=max_new, **shared
-        )
+        return rollout_config(temperature, max_new_tokens=max_new, **shared)
 
     def engine_fn(engine, key) -> Callable:
         def generate(requests: list[tuple[str, str]], k: int) -> list[list[str]]:
-            encoded = [(rid, tok.encode(text, bos=bos)) for rid, text in requests]
-            # trajectory keys derive from (key, request id, sample): a prompt's answers do
-            # not depend on its batch, so a resumed run scores it as an uninterrupted one
-            rollouts, group_ids, _, st = driver.collect(engine, encoded, k=k, iteration=0, key=key)
-            stats["tokens"] += int(st["tokens_generated"])
-            stats["sequences"] += int(st["sequences_returned"])
-            tokens, plen, length = (
-                np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
-            )
-            row = {rid: g * k for g, rid in enumerate(group_ids)}
-            return [
-                [
-                    tok.decode(tokens[n, plen[n] : plen[n] + length[n]])
-                    for n in range(row[rid], row[rid] + k)
-                ]
-                for rid, _ in requests
-            ]
+            # keys derive from (key, request id, sample): a prompt's answers do not depend
+            # on its batch, so a resumed run scores it as an uninterrupted one
+            out = complete(engine, tok, requests, k, key, bos=bos, stats=stats)
+            return [[s.text for s in xs] for xs in out]
 
         return generate
 
@@ -333,29 +288,6 @@ def run_settings(cfg: CurateConfig) -> dict:
             k: v for k, v in d["generation"].items() if k not in ("slots", "steps_per_sync")
         },
     }
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuses to mix rows of different settings in one results file; records them."""
-    path, results = out_dir / "settings.json", out_dir / "results.jsonl"
-    if path.is_file() and results.is_file():
-        old, new = _flat(json.loads(path.read_text())), _flat(json.loads(json.dumps(settings)))
-        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        if diff:
-            changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
-            raise ValueError(
-                f"{results} holds rows scored with other settings ({changes}); set output_dir "
-                "to a new folder, or delete that folder to start over"
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2, sort_keys=True))
 
 
 def curate(

@@ -1,0 +1,599 @@
+"""The evaluation command: pass@k and its interval against independent references, scripted
+policies that answer the data files' references (100%) or perturbed ones (0%), kill and
+resume without re-scoring, run folders (orbax and final/hf), code problems in the sandbox,
+and end to end with the rollout engine and a tiny random HF model on the three math sets."""
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments import evaluate as cmd
+from k15_jax.data.loaders import Task
+from k15_jax.data.synthetic import SyntheticSuite
+from k15_jax.data.templates import LONG_COT_FORMAT, template
+from k15_jax.eval.checkpoint import load_run_policy, resolve_checkpoint
+from k15_jax.eval.code import CodeScorer, extract_program
+from k15_jax.eval.generation import Sample
+from k15_jax.eval.metrics import mean_ci, pass_at_k
+from k15_jax.rewards.math import math_reward
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBLEMS = ROOT / "k15_jax" / "sandbox" / "problems"
+
+
+def _cfg(*overrides) -> cmd.EvaluateConfig:
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        return OmegaConf.to_object(compose("evaluate", overrides=list(overrides)))
+
+
+def _data_args(shared_data: Path) -> list[str]:
+    return [
+        f"data.{n}_path={shared_data / n / 'test.jsonl'}" for n in ("math500", "aime24", "gsm8k")
+    ]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+# ------------------------------------------------------------------ estimators
+
+
+def test_pass_at_k_equals_the_share_of_k_subsets_with_a_right_answer():
+    for n in range(1, 8):
+        for c in range(n + 1):
+            right = [1] * c + [0] * (n - c)
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(right, k))
+                expected = sum(any(s) for s in subsets) / len(subsets)
+                assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+    assert pass_at_k(200, 3, 100) == pytest.approx(1 - math.comb(197, 100) / math.comb(200, 100))
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+
+
+def test_pass1_interval_covers_the_population_mean_95_percent_of_the_time():
+    # prompts of random difficulty p ~ Beta(0.6, 0.9) (mean 0.4), K = 4 Bernoulli(p) answers
+    rng = np.random.default_rng(0)
+    n_sims, B, K, covered = 2000, 120, 4, 0
+    p = rng.beta(0.6, 0.9, size=(n_sims, B))
+    c = rng.binomial(K, p)
+    for sim in range(n_sims):
+        _, _, (lo, hi) = mean_ci(c[sim] / K)
+        covered += lo <= 0.4 <= hi
+    assert 0.93 <= covered / n_sims <= 0.97
+    assert mean_ci([0.5])[1:] == (None, None)  # one prompt: no interval
+
+
+# ------------------------------------------------------------------ scripted policies
+
+
+def _bump(answer: str) -> str:
+    """A wrong answer near the reference: its first integer plus one, else '+1' appended."""
+    m = re.search(r"\d+", answer)
+    if m is None:
+        return answer + "+1"
+    return answer[: m.start()] + str(int(m.group()) + 1) + answer[m.end() :]
+
+
+def _file_answers(shared_data: Path) -> dict[str, str]:
+    """problem text -> final answer, straight from the data files (not our loaders)."""
+    out = {}
+    for r in _jsonl(shared_data / "math500" / "test.jsonl"):
+        out[r["problem"]] = r["answer"]
+    for r in _jsonl(shared_data / "aime24" / "test.jsonl"):
+        out[r["problem"]] = r["answer"]
+    for r in _jsonl(shared_data / "gsm8k" / "test.jsonl"):
+        out[r["question"]] = r["answer"].split("####")[-1].strip()
+    return out
+
+
+class Stub:
+    """A policy that answers each prompt from a table of problem text -> answer.
+
+    right(i, j): whether sample j of the i-th prompt asked is right (else the answer is
+    bumped). fail_after: raise after that many generate calls, as a killed run would.
+    """
+
+    def __init__(self, answers, right=lambda i, j: True, fail_after=None, fmt=None):
+        self.answers, self.right, self.fail_after = answers, right, fail_after
+        self.problems = sorted(answers, key=len, reverse=True)  # the longest match wins
+        self.fmt = fmt or (lambda a: f"Let me work it out.\nSo the answer is \\boxed{{{a}}}.")
+        self.max_prompt_len, self.asked, self.inputs = 10**6, [], []
+
+    def n_tokens(self, text: str) -> int:
+        return len(text)
+
+    def generate(self, requests, k, *, key):
+        if self.fail_after is not None and len(self.asked) >= self.fail_after:
+            raise RuntimeError("killed")
+        self.asked.append([rid for rid, _ in requests])
+        out = []
+        for _, text in requests:
+            self.inputs.append(text)
+            i = len(self.inputs) - 1
+            a = self.answers[next(p for p in self.problems if p in text)]
+            texts = [self.fmt(a if self.right(i, j) else _bump(a)) for j in range(k)]
+            out.append([Sample(t, len(t), "eos") for t in texts])
+        return out
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_reference_answers_score_100_and_perturbed_ones_0(tmp_path, shared_data, right):
+    cfg = _cfg(*_data_args(shared_data), "samples=2", f"output_dir={tmp_path}")
+    stub = Stub(_file_answers(shared_data), right=lambda i, j: right)
+    report = json.loads(cmd.run(cfg, policy=stub).read_text())
+    want = 1.0 if right else 0.0
+    for name, n in (("math500", 500), ("aime24", 30), ("gsm8k", 1319)):
+        b = report["benchmarks"][name]
+        assert b["prompts"] == n and b["samples"] == 2
+        assert b["pass@1"] == want and b["pass@k"] == {"1": want, "2": want}
+        assert b["pass@1_ci95"] == [want, want]
+        assert b["no_answer"] == b["verifier_timeouts"] == b["verifier_errors"] == 0
+    math500 = _jsonl(shared_data / "math500" / "test.jsonl")
+    b = report["benchmarks"]["math500"]
+    assert set(b["by_band"]) == {f"level{r['level']}" for r in math500}
+    assert set(b["by_domain"]) == {r["subject"] for r in math500}
+    assert all(g["pass@1"] == want for g in [*b["by_band"].values(), *b["by_domain"].values()])
+    assert report["benchmarks"]["gsm8k"]["by_band"] == {}
+    assert sum(map(len, stub.asked)) == 500 + 30 + 1319  # every prompt asked once
+
+
+def test_pass_at_k_and_interval_of_mixed_answers(tmp_path, shared_data):
+    # prompt i gets i % 5 right answers of 4 (and 4 when i % 5 == 4)
+    n_right = lambda i: min(i % 5, 4)
+    stub = Stub(_file_answers(shared_data), right=lambda i, j: j < n_right(i))
+    cfg = _cfg(
+        *_data_args(shared_data),
+        "benchmarks=[gsm8k]",
+        "limit=23",
+        "samples=4",
+        "batch_prompts=5",
+        f"output_dir={tmp_path}",
+    )
+    b = json.loads(cmd.run(cfg, policy=stub).read_text())["benchmarks"]["gsm8k"]
+    c = np.array([n_right(i) for i in range(23)])
+    assert b["pass@1"] == pytest.approx(c.mean() / 4)
+    for k in (1, 2, 4):
+        want = np.mean([1 - math.comb(4 - x, k) / math.comb(4, k) for x in c])
+        assert b["pass@k"][str(k)] == pytest.approx(want)
+    se = np.std(c / 4, ddof=1) / np.sqrt(23)
+    assert b["pass@1_ci95"] == pytest.approx(
+        [c.mean() / 4 - 1.96 * se, c.mean() / 4 + 1.96 * se], abs=1e-4
+    )
+    md = (tmp_path / "eval.md").read_text()
+    assert f"| gsm8k | 23 | {100 * c.mean() / 4:.1f} (" in md
+
+
+# ------------------------------------------------------------------ kill and resume
+
+
+def test_killed_run_resumes_without_rescoring(tmp_path, shared_data, monkeypatch):
+    answers = _file_answers(shared_data)
+    right = lambda i, j: (i + j) % 3 != 0
+    base = [
+        *_data_args(shared_data),
+        "benchmarks=[gsm8k,aime24]",
+        "limit=10",
+        "samples=2",
+        "batch_prompts=3",
+    ]
+    full = cmd.run(_cfg(*base, f"output_dir={tmp_path / 'full'}"), policy=Stub(answers, right))
+
+    scored = []
+    make = cmd.math_scorer
+
+    def recording(timeout_s):
+        score = make(timeout_s)
+        return lambda items: (scored.append(t.id) or r for (t, _), r in zip(items, score(items)))
+
+    monkeypatch.setattr(cmd, "math_scorer", recording)
+    out = tmp_path / "resumed"
+    with pytest.raises(RuntimeError, match="killed"):
+        cmd.run(_cfg(*base, f"output_dir={out}"), policy=Stub(answers, right, fail_after=2))
+    results = out / "gsm8k" / "results.jsonl"
+    before = results.read_text().splitlines()
+    gsm_ids = [f"gsm8k/test/{i}" for i in range(1, 11)]
+    assert [json.loads(x)["id"] for x in before] == gsm_ids[:6] == scored
+    with results.open("a") as f:  # a line torn by the kill
+        f.write('{"id": "gsm8k/test/7", "band"')
+
+    scored.clear()
+    stub = Stub(answers, lambda i, j: right(i + 6, j))  # the answers the full run gave
+    resumed = cmd.run(_cfg(*base, f"output_dir={out}"), policy=stub)
+    aime_ids = [f"aime24/{r['id']}" for r in _jsonl(shared_data / "aime24" / "test.jsonl")[:10]]
+    assert [i for batch in stub.asked for i in batch] == gsm_ids[6:] + aime_ids
+    assert scored == gsm_ids[6:] + aime_ids  # no prompt scored twice
+    after = results.read_text().splitlines()
+    assert after[:6] == before and len(after) == 10
+    assert after == (tmp_path / "full" / "gsm8k" / "results.jsonl").read_text().splitlines()
+    summary = lambda p: json.loads(p.read_text())["benchmarks"]
+    assert summary(resumed) == summary(full)
+
+    # all scored: a re-run needs no policy and scores nothing
+    scored.clear()
+    cmd.run(_cfg(*base, f"output_dir={out}"), policy=None)
+    assert scored == [] and summary(resumed) == summary(full)
+    # other sampling settings may not add rows to these
+    with pytest.raises(ValueError, match=r"sampling\.samples: 2 -> 3"):
+        cmd.run(_cfg(*base, "samples=3", f"output_dir={out}"), policy=stub)
+
+
+# ------------------------------------------------------------------ run folders
+
+
+def _train_cfg(tmp_path):
+    from k15_jax.config import register
+
+    register()
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        return compose(
+            "config",
+            overrides=[
+                "data.synthetic.bands=[add1,add2]",
+                "data.synthetic.sft_band_weights=[1,1]",
+                "trainer.eval_per_band=6",
+                "model.hidden_size=32",
+                "model.intermediate_size=64",
+                "model.num_layers=1",
+                f"trainer.run_dir={tmp_path}/run",
+            ],
+        )
+
+
+def test_run_folder_orbax_checkpoint_then_final_hf(tmp_path):
+    from k15_jax.config import model_config
+    from k15_jax.model.hf import export_hf
+    from k15_jax.model.params import init_params
+    from k15_jax.model.tokenizer import CharTokenizer
+    from k15_jax.train.evaluate import heldout
+    from k15_jax.train.state import Checkpoints, RunState
+
+    train = _train_cfg(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(train, resolve=True))
+    tok = CharTokenizer()
+    model = model_config(train.model).replace(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
+    p_sft, p_rl = (init_params(model, jax.random.key(s)) for s in (1, 2))
+    ckpt, state = Checkpoints(run / "checkpoints"), RunState()
+    ckpt.save({"params": p_sft, "opt_state": {"mu": p_sft}}, state)  # mid-SFT layout
+    state.phase = "rl"
+    ckpt.save({"params": p_rl}, state)
+    ckpt.close()
+
+    src = resolve_checkpoint(str(run))
+    assert src.kind == "orbax" and src.step_dir.name == "2"
+    _, params, _ = load_run_policy(src)
+    jax.tree.map(np.testing.assert_array_equal, params, p_rl)
+
+    # the trainer's own held-out list (prompt as given to the model, reference, band)
+    setup = types.SimpleNamespace(
+        suite=SyntheticSuite(OmegaConf.to_object(train.data.synthetic)),
+        template=template(train.data.template),
+    )
+    items = heldout(setup, 6)
+    answers = {p: r for p, r, _ in items}
+    add1 = lambda text: answers[text] and len(text.strip()) == 3  # "a+b": one-digit operands
+    fmt = lambda a: f"1+2+0=03\n\\boxed{{{a}}}"
+
+    def evaluate(out):
+        stub = Stub(answers, fmt=fmt)
+        stub.right = lambda i, j: add1(stub.inputs[i])  # right on add1 only
+        cfg = _cfg(f"checkpoint={run}", "benchmarks=[synthetic]", "samples=1", f"output_dir={out}")
+        report = json.loads(cmd.run(cfg, policy=stub).read_text())
+        return stub.inputs, report
+
+    inputs, report = evaluate(tmp_path / "orbax")
+    assert inputs == [p for p, _, _ in items]  # the trained format, the trainer's prompts
+    b = report["benchmarks"]["synthetic"]
+    assert {k: v["pass@1"] for k, v in b["by_band"].items()} == {"add1": 1.0, "add2": 0.0}
+    assert report["checkpoint"]["kind"] == "orbax" and report["checkpoint"]["step"] == 2
+
+    # the finished run: final/hf and eval/heldout.jsonl, as train/outputs.py writes them
+    export_hf(p_rl, model, run / "final" / "hf")
+    tok.save_hf(run / "final" / "hf")
+    (run / "eval").mkdir()
+    with (run / "eval" / "heldout.jsonl").open("w") as f:
+        for prompt, ref, band in items:
+            f.write(json.dumps({"prompt": prompt, "reference": ref, "band": band}) + "\n")
+    inputs_hf, report_hf = evaluate(tmp_path / "hf")
+    assert inputs_hf == inputs
+    assert report_hf["templates"]["synthetic"]["name"] == "raw"
+    assert report_hf["benchmarks"] == report["benchmarks"]
+    sha = hashlib.sha256((run / "final" / "hf" / "model.safetensors").read_bytes()).hexdigest()
+    assert report_hf["checkpoint"]["files"] == {"model.safetensors": sha}
+
+
+# ------------------------------------------------------------------ code problems
+
+
+def _solution(problem: str, wrong: bool) -> str:
+    meta = json.loads((PROBLEMS / problem / "problem.json").read_text())
+    names = meta["wrong"] if wrong else meta["ground_truth"]
+    name = next(n for n in names if n.endswith(".py"))
+    return (PROBLEMS / problem / "solutions" / name).read_text()
+
+
+def test_code_answers_are_extracted_and_verdicts_counted():
+    fence = "```"
+    two = f"plan\n{fence}python\nprint(1)\n{fence}\nthen\n{fence}cpp\nint main(){{}}\n{fence}"
+    assert extract_program(two) == ("cpp", "int main(){}\n")  # the last block
+    assert extract_program(f"{fence}\nprint(2)\n{fence}") == ("python", "print(2)\n")
+    assert extract_program(f"{fence}rust\nfn main() {{}}\n{fence}") is None
+    assert extract_program(f"{fence}python\nprint(1)\n") is None  # cut off before the fence
+    assert extract_program("no code at all") is None
+
+    class Client:  # judges a program by its text: "AC", "WA", "TLE", "SE"; "down" raises
+        calls = []
+
+        def judge(self, language, source, cases, **limits):
+            self.calls.append((language, cases, limits))
+            if source.strip() == "down":
+                raise ConnectionError("service down")
+            return {"verdict": source.strip(), "pass_fraction": float(source.strip() == "AC")}
+
+    meta = {
+        "cases": [{"stdin": "1\n", "expected": "1\n"}],
+        "time_limit_s": 1.5,
+        "memory_limit_mb": 64,
+        "checker": "tokens",
+    }
+    a, b = Task("code/a", "A", "", meta=meta), Task("code/b", "B", "", meta=meta)
+    prog = lambda v: f"{fence}python\n{v}\n{fence}"
+    items = [
+        (a, [prog(v) for v in ("AC", "WA", "TLE", "SE", "down")] + ["none"]),
+        (b, [prog("AC"), prog("AC")]),
+    ]
+    client = Client()
+    res_a, res_b = CodeScorer(client, parallel=3).score(items)
+    assert res_a["correct"] == [1, 0, 0, 0, 0, 0] and res_b["correct"] == [1, 1]
+    assert (res_a["timeouts"], res_a["errors"], res_a["no_answer"]) == (1, 2, 1)
+    assert res_a["verdicts"] == ["AC", "WA", "TLE", "SE", "SE", None]
+    assert res_a["answers"] == ["python"] * 5 + [None]
+    assert len(client.calls) == 7
+    limits = {k: meta[k] for k in ("time_limit_s", "memory_limit_mb", "checker")}
+    assert all(c == meta["cases"] and kw == limits for _, c, kw in client.calls)
+
+
+@pytest.mark.slow
+def test_code_problems_are_judged_in_the_sandbox(tmp_path):
+    from k15_jax.sandbox import start_sandbox
+
+    statements = {
+        (p / "statement.md").read_text(): p.name for p in PROBLEMS.iterdir() if p.is_dir()
+    }
+    with start_sandbox(workers=2) as sb:
+        base = [
+            "benchmarks=[code]",
+            f"code.sandbox_url={sb.url}",
+            "code.casegen.num_cases=8",
+            "samples=2",
+        ]
+        reports = {}
+        for kind, fmt in (
+            ("right", lambda name: f"Here:\n```python\n{_solution(name, False)}```\n"),
+            ("wrong", lambda name: f"```py\n{_solution(name, True)}```"),
+            ("none", lambda name: "I cannot solve this."),
+        ):
+            out = tmp_path / kind
+            if kind != "right":  # the cases built by the first run, reused
+                (out / "code").mkdir(parents=True)
+                (out / "code" / "cases.jsonl").write_text(
+                    (tmp_path / "right" / "code" / "cases.jsonl").read_text()
+                )
+            stub = Stub(statements, fmt=fmt)
+            report = cmd.run(_cfg(*base, f"output_dir={out}"), policy=stub)
+            reports[kind] = json.loads(report.read_text())["benchmarks"]["code"]
+        # a random model: no program, nothing judged, the pipeline still runs
+        out = tmp_path / "random"
+        (out / "code").mkdir(parents=True)
+        (out / "code" / "cases.jsonl").write_text((tmp_path / "right/code/cases.jsonl").read_text())
+        cfg = _cfg(*base, "limit=1", "samples=1", "max_new_tokens=16", f"output_dir={out}")
+        reports["random"] = json.loads(cmd.run(cfg).read_text())["benchmarks"]["code"]
+    assert reports["right"]["prompts"] == 3 and reports["right"]["pass@1"] == 1.0
+    assert reports["wrong"]["pass@1"] == 0.0 and reports["wrong"]["no_answer"] == 0
+    assert reports["none"]["pass@1"] == 0.0 and reports["none"]["no_answer"] == 6
+    assert reports["random"]["prompts"] == 1 and reports["random"]["pass@1"] == 0.0
+    rows = _jsonl(tmp_path / "wrong" / "code" / "results.jsonl")
+    assert all(v not in ("AC", None) for r in rows for v in r["verdicts"])
+    cases = _jsonl(tmp_path / "right" / "code" / "cases.jsonl")
+    assert {c["name"] for c in cases} == set(statements.values())
+    assert all(len(c["cases"]) >= 1 for c in cases)
+
+
+@pytest.mark.slow
+def test_chat_template_wraps_the_problem_and_the_prefix_follows(tmp_path, shared_data, tiny_hf):
+    import shutil
+
+    hf = tmp_path / "chat"
+    shutil.copytree(tiny_hf, hf)
+    tc = json.loads((hf / "tokenizer_config.json").read_text())
+    tc["chat_template"] = (
+        "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    (hf / "tokenizer_config.json").write_text(json.dumps(tc))
+    gsm = _jsonl(shared_data / "gsm8k" / "test.jsonl")[:2]
+    stub = Stub(
+        {r["question"]: r["answer"].split("####")[-1].strip() for r in gsm}, fmt=lambda a: f"{a}}}"
+    )
+    cfg = _cfg(
+        *_data_args(shared_data),
+        f"checkpoint={hf}",
+        "chat=true",
+        "benchmarks=[gsm8k]",
+        "templates.gsm8k=direct",
+        "limit=2",
+        "samples=1",
+        f"output_dir={tmp_path / 'o'}",
+    )
+    b = json.loads(cmd.run(cfg, policy=stub).read_text())["benchmarks"]["gsm8k"]
+    direct = template("direct")
+    assert stub.inputs == [
+        "<bos><user>" + direct.format.replace("{prompt}", r["question"]) + "\n<assistant>\\boxed{"
+        for r in gsm
+    ]
+    assert b["pass@1"] == 1.0  # "18}" after the prefilled "\boxed{" is the answer 18
+    # the engine policy tokenizes the wrapped text without a second BOS
+    policy = cmd.build_policy(cfg, resolve_checkpoint(str(hf)), bos=False)
+    ids = policy.tok.encode(stub.inputs[0], bos=policy.bos)
+    assert ids[0] == policy.tok.bos_id and ids[1] != policy.tok.bos_id
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_errors_name_the_setting(tmp_path, shared_data):
+    with pytest.raises(FileNotFoundError, match="checkpoint=.*no such directory"):
+        cmd.run(_cfg(f"checkpoint={tmp_path}/nothing", f"output_dir={tmp_path}/o"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds neither a HF checkpoint"):
+        cmd.run(_cfg(f"checkpoint={tmp_path}/empty", f"output_dir={tmp_path}/o"))
+    with pytest.raises(ValueError, match="benchmarks: unknown 'mmlu'"):
+        cmd.run(_cfg("benchmarks=[mmlu]", f"output_dir={tmp_path}/o"))
+    with pytest.raises(FileNotFoundError, match="set data.gsm8k_path"):
+        cmd.run(
+            _cfg(
+                "benchmarks=[gsm8k]",
+                f"data.gsm8k_path={tmp_path}/no.jsonl",
+                f"output_dir={tmp_path}/o",
+            )
+        )
+    with pytest.raises(ValueError, match="lower max_new_tokens"):
+        cmd.run(
+            _cfg(
+                "benchmarks=[synthetic]",
+                "limit=1",
+                "model.max_position_embeddings=64",
+                "max_new_tokens=80",
+                f"output_dir={tmp_path}/o2",
+            )
+        )
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory):
+    """A random tiny char-level policy saved as a HF folder (config, safetensors, tokenizer)."""
+    from k15_jax.model import export_hf, init_params
+    from k15_jax.model.config import ModelConfig
+    from k15_jax.model.tokenizer import CharTokenizer
+
+    d = tmp_path_factory.mktemp("hf")
+    tok = CharTokenizer()
+    model = ModelConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+    )
+    export_hf(init_params(model, jax.random.key(3)), model, d)
+    tok.save_hf(d)
+    return d
+
+
+def _complete_lines(path: Path) -> list[str]:
+    return path.read_text().split("\n")[:-1] if path.is_file() else []
+
+
+def test_command_killed_then_resumed_on_three_math_sets_with_tiny_random_hf_model(
+    tmp_path, shared_data, tiny_hf
+):
+    out = tmp_path / "e2e"
+    args = [
+        f"checkpoint={tiny_hf}",
+        "benchmarks=[math500,aime24,gsm8k]",
+        "limit=3",
+        "samples=2",
+        "max_new_tokens=16",
+        "seed=7",
+        "batch_prompts=1",
+        f"output_dir={out}",
+        *_data_args(shared_data),
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    argv = [sys.executable, "-m", "experiments.evaluate", *args]
+
+    # killed once MATH-500 has a row (AIME and GSM8K still need their engines compiled)
+    first = out / "math500" / "results.jsonl"
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not _complete_lines(first):
+        assert proc.poll() is None and time.monotonic() < deadline, "no row before the kill"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    before = {n: _complete_lines(out / n / "results.jsonl") for n in ("math500", "aime24", "gsm8k")}
+    assert 1 <= sum(map(len, before.values())) < 9
+
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out / "eval.json")
+    for name, lines in before.items():
+        assert f"{name}: {len(lines)} of 3 prompts already scored" in proc.stderr
+    report = json.loads((out / "eval.json").read_text())
+
+    math500 = _jsonl(shared_data / "math500" / "test.jsonl")[:3]
+    aime = _jsonl(shared_data / "aime24" / "test.jsonl")[:3]
+    gsm = _jsonl(shared_data / "gsm8k" / "test.jsonl")[:3]
+    expected = {
+        "math500": [
+            (r.get("unique_id") or f"math500/{i + 1}", r["answer"]) for i, r in enumerate(math500)
+        ],
+        "aime24": [(f"aime24/{r['id']}", str(int(r["answer"]))) for r in aime],
+        "gsm8k": [
+            (f"gsm8k/test/{i + 1}", r["answer"].split("####")[-1].strip())
+            for i, r in enumerate(gsm)
+        ],
+    }
+    for name, want in expected.items():
+        lines = (out / name / "results.jsonl").read_text().splitlines()
+        assert lines[: len(before[name])] == before[name]  # rows of the killed run kept
+        rows = [json.loads(x) for x in lines]
+        assert [(r["id"], r["reference"]) for r in rows] == want  # each prompt once, in order
+        for r in rows:
+            assert len(r["responses"]) == 2 and len(set(r["responses"])) == 2
+            assert r["correct"] == [int(math_reward(x, r["reference"])) for x in r["responses"]]
+            assert all(1 <= t <= 16 for t in r["tokens"])
+            assert all(t == 16 for t, f in zip(r["tokens"], r["finish"]) if f == "length")
+        b = report["benchmarks"][name]
+        lengths = [t for r in rows for t in r["tokens"]]
+        assert b["pass@1"] == pytest.approx(np.mean([np.mean(r["correct"]) for r in rows]))
+        assert b["response_tokens_mean"] == pytest.approx(np.mean(lengths))
+        assert b["response_tokens_p90"] == pytest.approx(np.percentile(lengths, 90))
+        assert b["truncated"] == sum(f == "length" for r in rows for f in r["finish"])
+        assert report["templates"][name]["format"] == LONG_COT_FORMAT
+    assert set(report["benchmarks"]["math500"]["by_band"]) == {
+        f"level{r['level']}" for r in math500
+    }
+    sha = hashlib.sha256((tiny_hf / "model.safetensors").read_bytes()).hexdigest()
+    assert report["checkpoint"]["files"] == {"model.safetensors": sha}
+    assert report["seed"] == 7 and report["sampling"]["temperature"] == 1.0
+    assert report["versions"]["jax"] == jax.__version__
+    md = (out / "eval.md").read_text()
+    assert all(f"| {name} | 3 |" in md for name in expected)
