@@ -12,12 +12,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from k15_jax.data.synthetic import SyntheticConfig
+from k15_jax.distributed import DistributedConfig
 from k15_jax.model.config import ModelConfig
+from k15_jax.plan.device import DeviceConfig
 from k15_jax.rewards.score import RewardConfig
 from k15_jax.rl.losses import loss_options
 from k15_jax.rl.samplers import SAMPLERS, SamplerConfig
 from k15_jax.rollout.types import RolloutConfig
 from k15_jax.sharding import MeshConfig
+from k15_jax.train import long2short_config
+from k15_jax.train.long2short_config import Long2ShortRunConfig
 from k15_jax.train.rl_step import AlgoConfig
 from k15_jax.train.sft import SFTConfig
 
@@ -75,7 +79,10 @@ class Config:
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
     rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    device: DeviceConfig = dataclasses.field(default_factory=DeviceConfig)  # set by mesh presets
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    long2short: Long2ShortRunConfig = dataclasses.field(default_factory=Long2ShortRunConfig)
 
 
 def register() -> None:
@@ -105,5 +112,7 @@ def validate(cfg) -> None:
     unknown = sorted(set(cfg.sampler.hard_bands) - set(bands))
     if unknown:
         raise ValueError(f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}")
+    if cfg.long2short.enabled:
+        long2short_config.check(cfg.long2short, cfg.rollout.max_new_tokens)
     if cfg.data.suite != "synthetic":
         raise ValueError(f"data.suite={cfg.data.suite!r}; only 'synthetic' is wired into run")

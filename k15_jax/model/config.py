@@ -17,7 +17,8 @@ class ModelConfig:
     attention_impl: "xla" | "pallas" | "auto" (see `k15_jax.model.attention`).
     dtype: compute dtype of activations ("float32" or "bfloat16"); params keep param_dtype.
     logits_chunk: sequence chunk for token log-probs (bounds the [B, chunk, V] f32 block).
-    remat: "none" | "full" rematerialisation of each layer in the training forward.
+    remat: "none" | "full" | "dots" (save matmul outputs) rematerialisation of each layer in
+      the training forward (see `transformer.REMAT`).
     """
 
     vocab_size: int = 128
@@ -53,8 +54,8 @@ class ModelConfig:
                 f"model.num_heads={self.num_heads} is not a multiple of "
                 f"model.num_kv_heads={self.num_kv_heads}; grouped-query attention needs it"
             )
-        if self.remat not in ("none", "full"):
-            raise ValueError(f"model.remat={self.remat!r}; use 'none' or 'full'")
+        if self.remat not in ("none", "full", "dots"):
+            raise ValueError(f"model.remat={self.remat!r}; use 'none', 'full' or 'dots'")
         if self.rope_scaling is not None and len(self.rope_scaling) != 4:
             raise ValueError(
                 "model.rope_scaling must be (factor, low_freq_factor, high_freq_factor, "

@@ -92,6 +92,20 @@ def logits_from_hidden(params: dict, cfg: ModelConfig, h: jax.Array) -> jax.Arra
     return jnp.einsum("...d,dv->...v", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
 
 
+# What a layer keeps for the backward pass (model.remat); the forward values are the same.
+#   none  everything autodiff needs: fastest, activations grow with layers x tokens
+#   full  only the layer's input; the whole layer is recomputed in the backward pass
+#   dots  the outputs of the weight matmuls (q/k/v/o projections, gate, up, down): norms,
+#         rotary, attention scores and activations are recomputed from them
+REMAT = {
+    "none": lambda block: block,
+    "full": jax.checkpoint,
+    "dots": lambda block: jax.checkpoint(
+        block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    ),
+}
+
+
 def _default_positions(tokens, positions, segment_ids):
     if positions is not None:
         return positions.astype(jnp.int32)
@@ -124,9 +138,7 @@ def forward_hidden(
         )
         return _attn_out_and_mlp(cfg, layer, x, a), (k, v) if return_kv else None
 
-    if cfg.remat == "full":
-        block = jax.checkpoint(block)
-    x, kv = jax.lax.scan(block, _embed(params, cfg, tokens), params["layers"])
+    x, kv = jax.lax.scan(REMAT[cfg.remat](block), _embed(params, cfg, tokens), params["layers"])
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     return (x, kv) if return_kv else x
 

@@ -41,13 +41,17 @@ def pair_rows(groups: Groups, length_ratio: float):
 def _triplet_pairs(valid):
     """Pairs over a prompt's 3 kept rows: positive row 0, negatives rows 1 and 2."""
     b = valid.shape[0]
-    return Long2ShortPairs(jnp.zeros((b,), jnp.int32),
-                           jnp.broadcast_to(jnp.array([1, 2], jnp.int32), (b, 2)), valid)
+    return Long2ShortPairs(
+        jnp.zeros((b,), jnp.int32), jnp.broadcast_to(jnp.array([1, 2], jnp.int32), (b, 2)), valid
+    )
 
 
 def sequence_logps(params, model_cfg, tokens, mask):
     """Sum of response-token log-probs. tokens, mask [N, T] -> [N] float32."""
     return jnp.sum(token_logprobs(params, model_cfg, tokens) * mask, axis=-1)
+
+
+sequence_logps_jit = jax.jit(sequence_logps, static_argnums=1)
 
 
 def dpo_objective(params, model_cfg, tokens, mask, ref_seq, valid, beta):
@@ -59,8 +63,9 @@ def dpo_objective(params, model_cfg, tokens, mask, ref_seq, valid, beta):
     tokens, mask [b, 3, T]; ref_seq [b, 3] (frozen policy's sequence log-probs); valid [b, 2].
     """
     b, three, T = tokens.shape
-    seq = sequence_logps(params, model_cfg, tokens.reshape(b * three, T),
-                         mask.reshape(b * three, T)).reshape(b, three)
+    seq = sequence_logps(
+        params, model_cfg, tokens.reshape(b * three, T), mask.reshape(b * three, T)
+    ).reshape(b, three)
     pairs = _triplet_pairs(valid)
     pos, neg = gather_pair_logps(seq, pairs)
     ref_pos, ref_neg = gather_pair_logps(ref_seq, pairs)
@@ -92,9 +97,10 @@ def reference_logps(params, model_cfg, tokens, mask, batch: int) -> np.ndarray:
     pad = -len(flat_t) % n
     flat_t = np.concatenate([flat_t, np.zeros((pad, T), flat_t.dtype)])
     flat_m = np.concatenate([flat_m, np.zeros((pad, T), flat_m.dtype)])
-    fn = jax.jit(lambda p, t, m: sequence_logps(p, model_cfg, t, m))
-    out = [np.asarray(fn(params, flat_t[i : i + n], flat_m[i : i + n]))
-           for i in range(0, len(flat_t), n)]
+    out = [
+        np.asarray(sequence_logps_jit(params, model_cfg, flat_t[i : i + n], flat_m[i : i + n]))
+        for i in range(0, len(flat_t), n)
+    ]
     return np.concatenate(out)[: B * three].reshape(B, three)
 
 
@@ -116,12 +122,18 @@ def dpo_stage(setup, engine, params, cfg, key, writer=None, phase: str = "l2s/dp
         "pairs_incorrect_negative": int(valid[:, 0].sum()),
         "pairs_long_correct_negative": int(valid[:, 1].sum()),
     }
-    log.info("%s: %d pairs (%d with an incorrect, %d with a long correct negative) from %d "
-             "prompts", phase, valid.sum(), stats["pairs_incorrect_negative"],
-             stats["pairs_long_correct_negative"], len(tasks))
+    log.info(
+        "%s: %d pairs (%d with an incorrect, %d with a long correct negative) from %d prompts",
+        phase,
+        valid.sum(),
+        stats["pairs_incorrect_negative"],
+        stats["pairs_long_correct_negative"],
+        len(tasks),
+    )
     if not len(valid):
-        log.warning("%s: no DPO pair (no prompt has a correct and a longer sample); params "
-                    "unchanged", phase)
+        log.warning(
+            "%s: no DPO pair (no prompt has a correct and a longer sample); params unchanged", phase
+        )
         return params, stats
     b = cfg.batch_prompts
     ref_seq = reference_logps(params, setup.model, tokens, mask, b)
@@ -132,13 +144,14 @@ def dpo_stage(setup, engine, params, cfg, key, writer=None, phase: str = "l2s/dp
     for step in range(cfg.steps):
         rng = np.random.default_rng([setup.cfg.trainer.seed, 41, step])
         sel = rng.choice(len(valid), size=b, replace=len(valid) < b)
-        params, opt_state, m = step_fn(params, opt_state, tokens[sel], mask[sel], ref_seq[sel],
-                                       valid[sel])
+        params, opt_state, m = step_fn(
+            params, opt_state, tokens[sel], mask[sel], ref_seq[sel], valid[sel]
+        )
         bar.update(1)
-        if writer is not None and ((step + 1) % 10 == 0 or step + 1 == cfg.steps):
+        if writer is not None and (step % 10 == 0 or step + 1 == cfg.steps):
             m = {k: float(v) for k, v in m.items()}
             bar.set_postfix(loss=f"{m['dpo/loss']:.3f}", acc=f"{m['dpo/accuracy']:.2f}")
             writer.write({"phase": phase, "step": step + 1, **m}, step + 1)
-            stats.update({k.replace("dpo/", "final_"): v for k, v in m.items()})
+            stats.update({k.replace("dpo/", "last_"): v for k, v in m.items()})
     bar.close()
     return params, stats

@@ -14,11 +14,12 @@ def finetune(setup, params, examples, cfg: sft.SFTConfig, writer=None, phase: st
     """
     optimizer = sft.make_optimizer(cfg)
     opt_state = replicate_scalars(optimizer.init(params), setup.mesh)
-    step_fn = sft.make_step(setup.model, optimizer)
+    step_fn = sft.make_step(setup.model, optimizer, cfg.microbatches)
     bar = progress(cfg.steps, phase)
     for step in range(cfg.steps):
-        tokens, seg, mask, _ = sft.pack(examples(step), cfg.rows, cfg.row_len,
-                                        setup.tokenizer.pad_id)
+        tokens, seg, mask, _ = sft.pack(
+            examples(step), cfg.rows, cfg.row_len, setup.tokenizer.pad_id
+        )
         params, opt_state, m = step_fn(params, opt_state, tokens, seg, mask)
         bar.update(1)
         if writer is not None and ((step + 1) % 25 == 0 or step + 1 == cfg.steps):

@@ -54,18 +54,21 @@ def _short(ctx: Context, policies: dict):
     c = ctx.cfg.short
     examples = short_examples(ctx.setup, c.format, ctx.setup.cfg.trainer.seed)
     return finetune(ctx.setup, policies["long"], examples, c.sft, ctx.writer, "l2s/short"), {
-        "format": c.format}
+        "format": c.format
+    }
 
 
 def _merge(ctx: Context, policies: dict):
     return merge_params(policies["long"], policies["short"], ctx.cfg.alpha), {
-        "alpha": ctx.cfg.alpha}
+        "alpha": ctx.cfg.alpha
+    }
 
 
 def _merge_rs(ctx: Context, policies: dict):
     c = ctx.cfg.shortest
-    return shortest_rejection_sampling(ctx.setup, ctx.sampler, policies[c.init], c, ctx.key(1),
-                                       ctx.writer)
+    return shortest_rejection_sampling(
+        ctx.setup, ctx.sampler, policies[c.init], c, ctx.key(1), ctx.writer
+    )
 
 
 def _dpo(ctx: Context, policies: dict):
@@ -89,9 +92,13 @@ def run(s, long_params) -> dict:
     writer = MetricsWriter(out)
     writer.truncate(0)  # a re-run starts the experiment over
     rollout_cfg = dataclasses.replace(OmegaConf.to_object(s.cfg.rollout), partial=False)
-    engine = lambda **kw: make_engine(s.model, dataclasses.replace(rollout_cfg, **kw),
-                                      eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id,
-                                      mesh=s.mesh)
+    engine = lambda **kw: make_engine(
+        s.model,
+        dataclasses.replace(rollout_cfg, **kw),
+        eos_id=s.tokenizer.eos_id,
+        pad_id=s.tokenizer.pad_id,
+        mesh=s.mesh,
+    )
     ctx = Context(s, engine(), writer)
     greedy = engine(greedy=True)
     per_band = c.eval_per_band or s.cfg.trainer.eval_per_band
@@ -111,17 +118,30 @@ def run(s, long_params) -> dict:
             "eval_s": round(time.time() - t0 - t_stage, 1),
             "stats": stats,
         }
-        writer.write({"phase": "l2s/eval", "method": name,
-                      **{f"l2s/eval/{name}/acc/{b}": a for b, (a, _) in res.items()},
-                      **{f"l2s/eval/{name}/len/{b}": n for b, (_, n) in res.items()}}, 0)
-        log.info("long2short %s: %s", name, json.dumps(
-            {b: [round(a, 3), round(n, 1)] for b, (a, n) in res.items()}))
+        writer.write(
+            {
+                "phase": "l2s/eval",
+                "method": name,
+                **{f"l2s/eval/{name}/acc/{b}": a for b, (a, _) in res.items()},
+                **{f"l2s/eval/{name}/len/{b}": n for b, (_, n) in res.items()},
+            },
+            0,
+        )
+        log.info(
+            "long2short %s: %s",
+            name,
+            json.dumps({b: [round(a, 3), round(n, 1)] for b, (a, n) in res.items()}),
+        )
         export_hf(policies[name], s.model, out / name / "hf")
         s.tokenizer.save_hf(out / name / "hf")
     shown = {m: results[m] for m in plan(c) if m in c.methods}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    write_report(shown, out, f"long2short ({s.cfg.trainer.name}, seed {s.cfg.trainer.seed}): "
-                 "held-out greedy accuracy vs response tokens")
+    write_report(
+        shown,
+        out,
+        f"long2short ({s.cfg.trainer.name}, seed {s.cfg.trainer.seed}): "
+        "held-out greedy accuracy vs response tokens",
+    )
     writer.close()
     return results
 

@@ -28,9 +28,9 @@ METHODS = ("long", "short", "merge", "merge_rs", "dpo", "rl")  # in the order th
 class ShortConfig:
     """The short-CoT model: `format` names a SHORT_FORMATS entry (train/short_cot.py)."""
 
-    format: str = "answer"
+    format: str = "nocarry"
     sft: SFTConfig = dataclasses.field(
-        default_factory=lambda: SFTConfig(steps=150, lr=1e-3, warmup_steps=10)
+        default_factory=lambda: SFTConfig(steps=300, lr=2e-3, warmup_steps=20)
     )
 
 
@@ -51,13 +51,13 @@ class DPOConfig:
     """DPO long2short: pairs from `samples` responses to each of `prompts` training prompts,
     then `steps` Adam steps on minibatches of `batch_prompts` prompts with a pair."""
 
-    init: str = "merge"
+    init: str = "long"  # the report samples the pairs from the long-CoT model
     loss: Long2ShortConfig = dataclasses.field(default_factory=Long2ShortConfig)
     prompts: int = 256
     samples: int = 8
     batch_prompts: int = 16
     steps: int = 60
-    lr: float = 1e-4
+    lr: float = 2e-5  # 1e-4 collapsed held-out accuracy (91% -> 28%) on the embedded default
     max_grad_norm: float = 1.0
 
 
@@ -65,7 +65,7 @@ class DPOConfig:
 class RLConfig:
     """long2short RL: the main job's RL settings with these overrides."""
 
-    init: str = "merge"
+    init: str = "long"  # the report: a checkpoint of the standard (long-CoT) RL run
     iterations: int = 20
     max_new_tokens: int = 32  # the main job's rollout.max_new_tokens is 64
     length_penalty_weight: float = 1.0  # warm-up 0: on from the first iteration
@@ -137,7 +137,9 @@ def check(c, main_max_new_tokens: int) -> None:
 
     short_format(c.short.format)
     if c.rl.sampler not in SAMPLERS:
-        raise ValueError(f"long2short.rl.sampler={c.rl.sampler!r}; choose one of {sorted(SAMPLERS)}")
+        raise ValueError(
+            f"long2short.rl.sampler={c.rl.sampler!r}; choose one of {sorted(SAMPLERS)}"
+        )
     if not 0.0 <= c.alpha <= 1.0:
         raise ValueError(f"long2short.alpha={c.alpha} must lie in [0, 1]")
     if not c.rl.length_penalty_weight > 0:

@@ -28,16 +28,18 @@ def rows(results: dict) -> list[dict]:
         bands = list(r["accuracy"])
         acc = sum(r["accuracy"].values()) / len(bands)
         tokens = sum(r["tokens"].values()) / len(bands)
-        out.append({
-            "method": name,
-            "label": LABELS.get(name, name),
-            "accuracy": acc,
-            "tokens": tokens,
-            "acc_per_100_tokens": 100 * acc / max(tokens, 1e-9),
-            "hard_band": bands[-1],
-            "hard_accuracy": r["accuracy"][bands[-1]],
-            "hard_tokens": r["tokens"][bands[-1]],
-        })
+        out.append(
+            {
+                "method": name,
+                "label": LABELS.get(name, name),
+                "accuracy": acc,
+                "tokens": tokens,
+                "acc_per_100_tokens": 100 * acc / max(tokens, 1e-9),
+                "hard_band": bands[-1],
+                "hard_accuracy": r["accuracy"][bands[-1]],
+                "hard_tokens": r["tokens"][bands[-1]],
+            }
+        )
     return out
 
 
@@ -58,22 +60,39 @@ def markdown(table: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKERS = "osDv^P*X"
+
+
 def plot(table: list[dict], path: Path) -> Path:
     """Two panels: mean over bands, and the hardest band; x tokens, y accuracy."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    panels = (("tokens", "accuracy", "all bands (mean)"),
-              ("hard_tokens", "hard_accuracy", f"{table[0]['hard_band']} (hardest band)"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    panels = (
+        ("tokens", "accuracy", "all bands (mean)"),
+        ("hard_tokens", "hard_accuracy", f"{table[0]['hard_band']} (hardest band)"),
+    )
     for ax, (x, y, title) in zip(axes, panels, strict=True):
-        for i, r in enumerate(table):
-            ax.scatter(r[x], r[y], s=60, color=f"C{i}", label=r["label"], zorder=3)
-            ax.annotate(r["label"], (r[x], r[y]), textcoords="offset points", xytext=(5, 5),
-                        fontsize=8)
-        ax.set(xlabel="mean response tokens (held-out, greedy)", ylabel="held-out accuracy",
-               title=title, ylim=(-0.02, 1.05))
+        for i, r in enumerate(table):  # distinct markers: coinciding points stay visible
+            ax.scatter(
+                r[x],
+                r[y],
+                s=70,
+                color=f"C{i}",
+                marker=MARKERS[i % len(MARKERS)],
+                label=r["label"],
+                zorder=3,
+                alpha=0.8,
+            )
+        ax.set(
+            xlabel="mean response tokens (held-out, greedy)",
+            ylabel="held-out accuracy",
+            title=title,
+            ylim=(-0.03, 1.05),
+        )
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     fig.suptitle("long2short: accuracy vs response length (cf. k1.5 Fig. 7)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -81,13 +100,24 @@ def plot(table: list[dict], path: Path) -> Path:
 
 def print_table(table: list[dict], title: str) -> None:
     t = Table(title=title)
-    for col in ("method", "accuracy", "tokens", "acc/100 tok", f"{table[0]['hard_band']} acc",
-                f"{table[0]['hard_band']} tok"):
+    for col in (
+        "method",
+        "accuracy",
+        "tokens",
+        "acc/100 tok",
+        f"{table[0]['hard_band']} acc",
+        f"{table[0]['hard_band']} tok",
+    ):
         t.add_column(col, justify="right")
     for r in table:
-        t.add_row(r["label"], f"{r['accuracy']:.1%}", f"{r['tokens']:.1f}",
-                  f"{r['acc_per_100_tokens']:.2f}", f"{r['hard_accuracy']:.1%}",
-                  f"{r['hard_tokens']:.1f}")
+        t.add_row(
+            r["label"],
+            f"{r['accuracy']:.1%}",
+            f"{r['tokens']:.1f}",
+            f"{r['acc_per_100_tokens']:.2f}",
+            f"{r['hard_accuracy']:.1%}",
+            f"{r['hard_tokens']:.1f}",
+        )
     Console(stderr=True).print(t)
 
 

@@ -16,12 +16,18 @@ from k15_jax.train.state import RunState
 def phase_config(cfg):
     """The main job's config with the long2short RL overrides (cfg.long2short.rl)."""
     c = cfg.long2short.rl
-    out = OmegaConf.merge(cfg, {
-        "reward": {"length_penalty_weight": c.length_penalty_weight, "length_penalty_warmup": 0},
-        "rollout": {"max_new_tokens": c.max_new_tokens, "partial": False},
-        "sampler": {"name": c.sampler},
-        "trainer": {"iterations": c.iterations},
-    })
+    out = OmegaConf.merge(
+        cfg,
+        {
+            "reward": {
+                "length_penalty_weight": c.length_penalty_weight,
+                "length_penalty_warmup": 0,
+            },
+            "rollout": {"max_new_tokens": c.max_new_tokens, "partial": False},
+            "sampler": {"name": c.sampler},
+            "trainer": {"iterations": c.iterations},
+        },
+    )
     return out
 
 
@@ -37,10 +43,18 @@ def long2short_rl(setup, params, writer=None, phase: str = "l2s/rl"):
     while state.iteration < cfg.trainer.iterations:
         params, engine, m = loop.rl_iteration(s, engine, params, state, fns)
         if writer is not None:
-            writer.write({"phase": phase, "iteration": state.iteration,
-                          **{f"{phase}/{k}": v for k, v in m.items()}}, state.iteration)
+            writer.write(
+                {
+                    "phase": phase,
+                    "iteration": state.iteration,
+                    **{f"{phase}/{k}": v for k, v in m.items()},
+                },
+                state.iteration,
+            )
         bar.update(1)
-        bar.set_postfix(reward=f"{m['train/reward_mean']:.2f}", len=f"{m['train/response_len']:.1f}")
+        bar.set_postfix(
+            reward=f"{m['train/reward_mean']:.2f}", len=f"{m['train/response_len']:.1f}"
+        )
         state.iteration += 1
     bar.close()
     stats = {

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from omegaconf import OmegaConf
 
+from k15_jax import distributed, plan
 from k15_jax.config import model_config, validate
 from k15_jax.data.synthetic import SyntheticSuite
 from k15_jax.data.templates import render, response_text, template
@@ -32,10 +33,8 @@ from k15_jax.rollout.handover import handover
 from k15_jax.rollout.types import FINISH_REPEAT
 from k15_jax.sharding import (
     TRAIN_RULES,
-    abstract_output,
     make_mesh,
     param_shardings,
-    replicate_scalars,
 )
 from k15_jax.train import rl_step, sft
 from k15_jax.train.evaluate import evaluate
@@ -72,7 +71,7 @@ def build(cfg) -> Setup:
     suite = SyntheticSuite(OmegaConf.to_object(cfg.data.synthetic))
     run_dir = Path(cfg.trainer.run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
-    _lock(run_dir)
+    _lock(run_dir, jax.process_index())
     return Setup(
         cfg=cfg,
         model=model,
@@ -86,11 +85,12 @@ def build(cfg) -> Setup:
     )
 
 
-def _lock(run_dir: Path) -> None:
-    """One process per run directory: two would interleave metrics and checkpoints."""
+def _lock(run_dir: Path, process: int = 0) -> None:
+    """One run per run directory: two would interleave metrics and checkpoints. (Each
+    process of a multi-host run holds its own lock file.)"""
     import fcntl
 
-    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the process lifetime
+    handle = open(run_dir / (".lock" if process == 0 else f".lock.{process}"), "w")  # noqa: SIM115 - held for the process lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -122,13 +122,14 @@ def run_sft(s: Setup, params, opt_state, state: RunState, ckpt: Checkpoints,
     optimizer = sft.make_optimizer(c)
     if opt_state is None:
         opt_state = optimizer.init(params)
-    opt_state = replicate_scalars(opt_state, s.mesh)
-    step_fn = sft.make_step(s.model, optimizer)
+    opt_state = distributed.replicate_scalars(opt_state, s.mesh)
+    step_fn = sft.make_step(s.model, optimizer, c.microbatches)
     bar = progress(c.steps, "SFT warm-up", initial=state.sft_step)
     while state.sft_step < c.steps:
         tokens, seg, mask, _ = sft.pack(sft_examples(s, state.sft_step), c.rows, c.row_len,
                                         s.tokenizer.pad_id)
-        params, opt_state, m = step_fn(params, opt_state, tokens, seg, mask)
+        batch = [distributed.global_batch(x, s.mesh) for x in (tokens, seg, mask)]
+        params, opt_state, m = step_fn(params, opt_state, *batch)
         state.sft_step += 1
         bar.update(1)
         if state.sft_step % 25 == 0 or state.sft_step == c.steps:
@@ -182,14 +183,16 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     full_rewards = np.zeros((B, K), np.float32)
     full_rewards[:n_groups] = rewards
     # 4. update: M steps from pi_theta_i with a fresh optimizer state
-    trainer_ref = fns["ref_logp"](params, rollouts.tokens)
-    ref = trainer_ref if cfg.algo.trainer_ref_logp else rollouts.logp
+    glob = lambda x: distributed.global_batch(x, s.mesh)  # each process feeds its rows
+    trainer_ref = fns["ref_logp"](params, glob(rollouts.tokens))
+    ref = trainer_ref if cfg.algo.trainer_ref_logp else glob(rollouts.logp)
     mask = rl_step.loss_mask(rollouts.response_mask, rollouts.version, full_rewards, it, cfg.algo)
     mask[n_groups * K:] = 0.0
     metrics = {}
     if mask.sum() > 0:
-        opt_state = replicate_scalars(fns["optimizer"].init(params), s.mesh)
-        params, _, metrics = fns["update"](params, opt_state, rollouts.tokens, ref, full_rewards, mask)
+        opt_state = distributed.replicate_scalars(fns["optimizer"].init(params), s.mesh)
+        params, _, metrics = fns["update"](params, opt_state, glob(rollouts.tokens), ref,
+                                           glob(full_rewards), glob(mask))
         metrics = {k: float(v) for k, v in metrics.items()}
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(
@@ -205,6 +208,7 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     state.sampler = samplers.update(state.sampler, pool_idx, correct)
     state.buffer = buffer.to_state()
     valid = np.asarray(rollouts.response_mask)[: n_groups * K] > 0
+    trainer_ref = distributed.to_host(trainer_ref)
     metrics.update(rl_step.logprob_gap(rollouts.logp[: n_groups * K], trainer_ref[: n_groups * K], valid))
     metrics.update(rl_step.group_stats(rewards, correct) if n_groups else {})
     metrics.update(wstats)
@@ -228,8 +232,9 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
 def rl_machinery(s: Setup, params) -> tuple[object, dict]:
     """The rollout engine (holding params) and the `fns` of `rl_iteration` under s.cfg."""
     rollout_cfg = OmegaConf.to_object(s.cfg.rollout)
-    engine = make_engine(s.model, rollout_cfg, eos_id=s.tokenizer.eos_id,
-                         pad_id=s.tokenizer.pad_id, mesh=s.mesh, params=params)
+    engine = distributed.multihost_engine(make_engine(
+        s.model, rollout_cfg, eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id, mesh=s.mesh,
+        params=params))
     update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(s.cfg.algo))
     return engine, {"update": update, "optimizer": optimizer, "rollout_cfg": rollout_cfg,
                     "ref_logp": rl_step.make_reference_logprobs(s.model)}
@@ -237,9 +242,12 @@ def rl_machinery(s: Setup, params) -> tuple[object, dict]:
 
 def main(cfg) -> Path:
     setup_logging()
+    distributed.initialize(cfg.distributed)  # before any other JAX call
     s = build(cfg)
-    (s.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    writer = MetricsWriter(s.run_dir)
+    plan.refuse_unfit(cfg, s.model, s.mesh)  # before compiling anything
+    if distributed.is_main():
+        (s.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    writer = distributed.metrics_writer(s.run_dir)
     ckpt = Checkpoints(s.run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     t_start = time.time()
 
@@ -251,7 +259,8 @@ def main(cfg) -> Path:
     def target_for(state: RunState):  # during SFT the optimizer state is saved too
         if state.phase != "sft":
             return {"params": abstract}
-        opt = abstract_output(sft.make_optimizer(cfg.sft).init, abstract)
+        opt = distributed.shard_like_params(
+            jax.eval_shape(sft.make_optimizer(cfg.sft).init, abstract), abstract, s.mesh)
         return {"params": abstract, "opt_state": opt}
 
     opt_state = None
@@ -277,9 +286,9 @@ def main(cfg) -> Path:
     # stage 2: RL iterations
     engine, fns = rl_machinery(s, params)
     # greedy decoding is compiled into an engine: a second one shares the params
-    s.eval_engine = make_engine(s.model, dataclasses.replace(fns["rollout_cfg"], greedy=True,
-                                                             partial=False),
-                                eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id, mesh=s.mesh)
+    s.eval_engine = distributed.multihost_engine(make_engine(
+        s.model, dataclasses.replace(fns["rollout_cfg"], greedy=True, partial=False),
+        eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id, mesh=s.mesh))
     if "eval_start" not in state.extra:
         state.extra["eval_start"] = _evaluate(s, engine, writer, state.iteration)
         state.metrics_lines = writer.lines()
@@ -307,7 +316,9 @@ def main(cfg) -> Path:
         state.extra["wall_time_s"] = state.extra.get("wall_time_s", 0.0) + time.time() - t_start
         state.metrics_lines = writer.lines()
         ckpt.save({"params": params}, state)
-    write_outputs(s, params, state, writer, engine)
+    host_params = distributed.to_host(params)  # collective: every process gathers
+    if distributed.is_main():
+        write_outputs(s, host_params, state, writer, engine)
     ckpt.close()
     writer.close()
     if cfg.long2short.enabled:  # sec. 2.4: shorten the final long-CoT policy

@@ -20,8 +20,11 @@ def _check_same_tree(long_params, short_params) -> None:
     a, b = jax.tree.structure(long_params), jax.tree.structure(short_params)
     if a != b:
         raise ValueError(f"merge: the two models' params differ in structure ({a} vs {b})")
-    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(long_params)[0],
-                            jax.tree.leaves(short_params), strict=True):
+    for (path, x), y in zip(
+        jax.tree_util.tree_flatten_with_path(long_params)[0],
+        jax.tree.leaves(short_params),
+        strict=True,
+    ):
         if x.shape != y.shape:
             raise ValueError(
                 f"merge: {jax.tree_util.keystr(path)} has shape {x.shape} in the long model "
@@ -33,9 +36,11 @@ def _check_same_tree(long_params, short_params) -> None:
 def _merge(long_params, short_params, alpha):
     # in float32 whatever the storage dtype, then back: bf16 weights lose nothing extra
     return jax.tree.map(
-        lambda a, b: (alpha * a.astype(jnp.float32) + (1 - alpha) * b.astype(jnp.float32))
-        .astype(a.dtype),
-        long_params, short_params,
+        lambda a, b: (alpha * a.astype(jnp.float32) + (1 - alpha) * b.astype(jnp.float32)).astype(
+            a.dtype
+        ),
+        long_params,
+        short_params,
     )
 
 

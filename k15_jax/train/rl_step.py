@@ -9,12 +9,14 @@ iteration unless `reset_optimizer` is off.
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from k15_jax.model.config import ModelConfig
 from k15_jax.model.logprobs import token_logprobs
 from k15_jax.rl.losses import LOSSES, LossConfig, loss_options
+from k15_jax.train.sft import split_micro
 
 
 @dataclasses.dataclass
@@ -27,6 +29,7 @@ class AlgoConfig:
     skip_zero_advantage: bool = True  # drop groups whose K rewards are all equal
     exclude_old_segments: bool = True  # partial rollouts: loss only on this iteration's tokens
     trainer_ref_logp: bool = True  # False: use the engine's sampling log-probs as ref_logp
+    microbatches: int = 1  # gradient accumulation: sequences split into this many passes
 
 
 def make_optimizer(cfg: AlgoConfig) -> optax.GradientTransformation:
@@ -51,29 +54,65 @@ def make_reference_logprobs(model_cfg: ModelConfig):
     return jax.jit(lambda params, tokens: token_logprobs(params, model_cfg, tokens))
 
 
+def accumulated_grads(params, model_cfg: ModelConfig, loss_of_logp, tokens, microbatches: int):
+    """Loss and gradient by the chain rule through per-micro-batch log-probs, for any loss.
+
+        logp   = token_logprobs(params, tokens)            m passes of N/m rows, no grad
+        g      = d loss(logp) / d logp                     [N, T], on the whole batch
+        grad   = sum_j vjp(token_logprobs on micro j)(g_j)  m passes, one micro-batch each
+
+    Exact for every loss (group baselines and normalisers see the whole batch), at the cost
+    of one extra forward pass; the activations held at once are those of N/m sequences.
+    loss_of_logp: logp [N, T] -> (loss, metrics). Returns ((loss, metrics), grads).
+    """
+    micro = split_micro(tokens, microbatches)  # [m, N/m, T]
+    logp = jax.lax.map(lambda tok: token_logprobs(params, model_cfg, tok), micro)
+    logp = logp.swapaxes(0, 1).reshape(tokens.shape)  # undo the interleaving
+    (loss, metrics), g = jax.value_and_grad(loss_of_logp, has_aux=True)(logp)
+
+    def body(acc, xs):
+        tok, g_j = xs
+        _, vjp = jax.vjp(lambda p: token_logprobs(p, model_cfg, tok), params)
+        return jax.tree.map(jnp.add, acc, vjp(g_j)[0]), None
+
+    zero = jax.tree.map(jnp.zeros_like, params)
+    grads, _ = jax.lax.scan(body, zero, (micro, split_micro(g, microbatches)))
+    return (loss, metrics), grads
+
+
 def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
     """Jitted (params, opt_state, tokens, ref_logp, rewards, mask) -> (params, opt_state, m).
 
-    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]. Runs M steps in a scan.
+    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]. Runs M steps in a scan;
+    cfg.microbatches > 1 accumulates each step's gradient (`accumulated_grads`).
     """
     loss_fn = LOSSES[cfg.loss.name]
     options = loss_options(cfg.loss)
     optimizer = make_optimizer(cfg)
 
-    def objective(params, tokens, ref_logp, rewards, mask):
-        B, K = rewards.shape
-        logp = token_logprobs(params, model_cfg, tokens)
-        shape = (B, K, tokens.shape[1])
+    def loss_of_logp(logp, ref_logp, rewards, mask):
+        shape = (*rewards.shape, logp.shape[1])  # [B, K, T]
         return loss_fn(logp.reshape(shape), ref_logp.reshape(shape), rewards, mask.reshape(shape),
                        **options)
+
+    def objective(params, tokens, ref_logp, rewards, mask):
+        return loss_of_logp(token_logprobs(params, model_cfg, tokens), ref_logp, rewards, mask)
+
+    def value_and_grad(params, tokens, ref_logp, rewards, mask):
+        if cfg.microbatches == 1:
+            return jax.value_and_grad(objective, has_aux=True)(
+                params, tokens, ref_logp, rewards, mask
+            )
+        return accumulated_grads(
+            params, model_cfg, lambda lp: loss_of_logp(lp, ref_logp, rewards, mask), tokens,
+            cfg.microbatches,
+        )
 
     @jax.jit
     def update(params, opt_state, tokens, ref_logp, rewards, mask):
         def one(carry, _):
             params, opt_state = carry
-            (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
-                params, tokens, ref_logp, rewards, mask
-            )
+            (loss, metrics), grads = value_and_grad(params, tokens, ref_logp, rewards, mask)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
             return (optax.apply_updates(params, updates), opt_state), metrics

@@ -56,15 +56,18 @@ def sample_groups(setup, engine, tasks: list, k: int, key) -> Groups:
         (str(i), tok.encode(render(setup.template, t.prompt), bos=True))
         for i, t in enumerate(tasks)
     ]
-    ro, group_ids, _, _ = driver.collect(engine, requests, k=k, iteration=0, key=key,
-                                         buffer=RolloutBuffer())
+    ro, group_ids, _, _ = driver.collect(
+        engine, requests, k=k, iteration=0, key=key, buffer=RolloutBuffer()
+    )
     rows = np.concatenate([np.arange(k) + k * group_ids.index(str(i)) for i in range(len(tasks))])
     B = len(tasks)
     tokens = np.asarray(ro.tokens)[rows]
     mask = np.asarray(ro.response_mask)[rows]
     length = np.asarray(ro.length)[rows]
     finish = np.asarray(ro.finish)[rows]
-    texts = [response_text(setup.template, tok.decode(tokens[n][mask[n] > 0])) for n in range(B * k)]
+    texts = [
+        response_text(setup.template, tok.decode(tokens[n][mask[n] > 0])) for n in range(B * k)
+    ]
     correct, _ = score_math(texts, [t.reference for t in tasks for _ in range(k)])
     T = tokens.shape[-1]
     return Groups(

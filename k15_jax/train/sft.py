@@ -26,6 +26,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 200
+    microbatches: int = 1  # gradient accumulation: rows split into this many passes
 
 
 def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, pad_id: int):
@@ -76,13 +77,61 @@ def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
     )
 
 
-def make_step(model_cfg: ModelConfig, optimizer: optax.GradientTransformation):
-    """A jitted SFT step (params, opt_state, tokens, seg, mask) -> (params, opt_state, metrics)."""
+def split_micro(x: jax.Array, microbatches: int) -> jax.Array:
+    """[R, ...] -> [m, R/m, ...], micro-batch j holding rows j, j+m, j+2m, ...
+
+    Interleaved rather than contiguous: with rows split over devices, every device holds
+    an equal share of every micro-batch, so no pass leaves devices idle or moves rows.
+    """
+    R = x.shape[0]
+    if R % microbatches:
+        raise ValueError(
+            f"{R} rows do not split into microbatches={microbatches}; choose a divisor of {R}"
+        )
+    return x.reshape(R // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+
+
+def accumulated_grads(params, cfg: ModelConfig, tokens, segment_ids, mask, microbatches: int):
+    """`sft_loss` and its gradient, summed over micro-batches of rows (gradient accumulation).
+
+        nll = sum_j sum_{t in micro j} mask * (-logp) / max(sum(mask), 1)
+
+    The token count of the whole batch divides every micro-batch's sum, so nll and its
+    gradient equal `sft_loss` on the whole batch (up to float summation order) while the
+    activations held at once are those of R/m rows. Returns ((nll, metrics), grads).
+    """
+    denom = jnp.maximum(mask.sum(), 1.0)
+
+    def micro_loss(p, tok, seg, m):
+        logp = token_logprobs(p, cfg, tok, segment_ids=seg)
+        return -jnp.sum(jnp.where(m > 0, logp, 0.0)) / denom
+
+    def body(acc, xs):
+        loss, grads = jax.value_and_grad(micro_loss)(params, *xs)
+        return (acc[0] + loss, jax.tree.map(jnp.add, acc[1], grads)), None
+
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    batch = tuple(split_micro(x, microbatches) for x in (tokens, segment_ids, mask))
+    (nll, grads), _ = jax.lax.scan(body, zero, batch)
+    return (nll, {"sft/nll": nll, "sft/tokens": mask.sum()}), grads
+
+
+def make_step(model_cfg: ModelConfig, optimizer: optax.GradientTransformation,
+              microbatches: int = 1):
+    """A jitted SFT step (params, opt_state, tokens, seg, mask) -> (params, opt_state, metrics).
+
+    microbatches > 1 accumulates the gradient over that many passes (`accumulated_grads`).
+    """
 
     @jax.jit
     def step(params, opt_state, tokens, segment_ids, mask):
-        grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
-        (_, metrics), grads = grad_fn(params, model_cfg, tokens, segment_ids, mask)
+        if microbatches == 1:
+            grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
+            (_, metrics), grads = grad_fn(params, model_cfg, tokens, segment_ids, mask)
+        else:
+            (_, metrics), grads = accumulated_grads(
+                params, model_cfg, tokens, segment_ids, mask, microbatches
+            )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         metrics["sft/grad_norm"] = optax.global_norm(grads)
         return optax.apply_updates(params, updates), opt_state, metrics

@@ -24,7 +24,16 @@ def _sums(task) -> str:
     return "\n".join([line.split("=", 1)[1] for line in steps] + [box])
 
 
-SHORT_FORMATS = {"answer": _answer, "sums": _sums}
+def _nocarry(task) -> str:
+    *steps, box = demonstration(task).split("\n")
+    out = []
+    for line in steps:  # "2+9+0=11" -> "29=11"
+        lhs, rhs = line.split("=", 1)
+        out.append("".join(lhs.replace("*", "+").split("+")[:2]) + "=" + rhs)
+    return "\n".join(out + [box])
+
+
+SHORT_FORMATS = {"answer": _answer, "sums": _sums, "nocarry": _nocarry}
 
 
 def short_format(name: str):

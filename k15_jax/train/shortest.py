@@ -27,8 +27,9 @@ def selected_examples(groups: Groups) -> list[tuple[list[int], list[int]]]:
     return [(groups.prompts[b], groups.response(b, int(idx[b]))) for b in np.flatnonzero(found)]
 
 
-def shortest_rejection_sampling(setup, engine, params, cfg, key, writer=None,
-                                phase: str = "l2s/merge_rs"):
+def shortest_rejection_sampling(
+    setup, engine, params, cfg, key, writer=None, phase: str = "l2s/merge_rs"
+):
     """Samples cfg.samples responses to cfg.prompts training prompts from `params` (on the
     sampling `engine`), then fine-tunes `params` on the shortest correct ones (cfg.sft).
 
@@ -44,9 +45,15 @@ def shortest_rejection_sampling(setup, engine, params, cfg, key, writer=None,
         "selected": len(data),
         "selected_len": float(np.mean([len(r) for _, r in data])) if data else 0.0,
     }
-    log.info("%s: %d of %d prompts have a correct sample; shortest ones average %.1f tokens "
-             "(all samples %.1f)", phase, len(data), len(tasks), stats["selected_len"],
-             stats["sampled_len"])
+    log.info(
+        "%s: %d of %d prompts have a correct sample; shortest ones average %.1f tokens "
+        "(all samples %.1f)",
+        phase,
+        len(data),
+        len(tasks),
+        stats["selected_len"],
+        stats["sampled_len"],
+    )
     if not data:
         log.warning("%s: no correct sample, nothing to fine-tune on; params unchanged", phase)
         return params, stats
