@@ -27,8 +27,8 @@ import numpy as np
 
 from k15_jax.rollout import repeat
 from k15_jax.rollout.buffer import RolloutBuffer, Trajectory
-from k15_jax.rollout.engine import prefill_chunks
 from k15_jax.rollout.sampling import trajectory_keys
+from k15_jax.rollout.steps import prefill_chunks
 from k15_jax.rollout.types import (
     FINISH_BUDGET,
     FINISH_EOS,
