@@ -33,7 +33,7 @@ def main(overrides: list[str]) -> int:
         n_devices = 1
     shape = plan.mesh_shape(cfg.mesh, n_devices)
     p = plan.plan_config(cfg, model, shape)
-    total = plan.memory_bytes(cfg.device)
+    total = plan.memory_bytes(cfg.device, runtime=False)  # the preset's, not this machine's
     print(plan.report(p, total))
     return 1 if total is not None and plan.problems(p, total) else 0
 

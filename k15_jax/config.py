@@ -114,5 +114,12 @@ def validate(cfg) -> None:
         raise ValueError(f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}")
     if cfg.long2short.enabled:
         long2short_config.check(cfg.long2short, cfg.rollout.max_new_tokens)
+    sequences = cfg.sampler.batch_prompts * cfg.sampler.samples_per_prompt
+    for key, m, rows, what in (
+        ("sft.microbatches", cfg.sft.microbatches, cfg.sft.rows, "sft.rows"),
+        ("algo.microbatches", cfg.algo.microbatches, sequences, "batch_prompts x K"),
+    ):
+        if m < 1 or rows % m:
+            raise ValueError(f"{key}={m} must be >= 1 and divide {what} = {rows}")
     if cfg.data.suite != "synthetic":
         raise ValueError(f"data.suite={cfg.data.suite!r}; only 'synthetic' is wired into run")

@@ -16,8 +16,10 @@ The run directory must be on a file system all hosts share (NFS, Filestore, gcsf
 """
 
 import dataclasses
+import json
 import logging
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -145,9 +147,11 @@ def global_batch(x, mesh: Mesh, rules=TRAIN_RULES) -> jax.Array:
     """A [batch, ...] host array on the mesh: rows split over the batch axes when they
     divide the row count, else replicated (correct either way; splitting is what scales)."""
     x = np.asarray(x)
+    if x.ndim == 0:
+        return global_array(x, NamedSharding(mesh, PartitionSpec()))
     sharding = data_sharding(mesh, rules, x.ndim)
     parts = int(np.prod([mesh.shape[a] for a in _axes(sharding.spec[0])]))
-    if x.ndim == 0 or x.shape[0] % parts:
+    if x.shape[0] % parts:
         sharding = NamedSharding(mesh, PartitionSpec())
     return global_array(x, sharding)
 
@@ -211,12 +215,6 @@ def to_host(tree):
     return jax.tree.map(one, tree)
 
 
-def barrier(name: str) -> None:
-    """Waits until every process reaches the barrier `name` (no-op for one process)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
-
-
 class SilentWriter:
     """The metrics writer of processes other than 0: it counts and remembers records (the
     loop reads them back, e.g. the last evaluation) and writes nothing.
@@ -227,8 +225,6 @@ class SilentWriter:
     """
 
     def __init__(self, run_dir):
-        from pathlib import Path
-
         self.path = Path(run_dir) / "metrics.jsonl"
         self._base, self._records = 0, []
 
@@ -243,8 +239,6 @@ class SilentWriter:
         self._records.append(dict(record))
 
     def records(self) -> list[dict]:
-        import json
-
         old = []
         if self._base and self.path.exists():
             lines = self.path.read_text().splitlines()[: self._base]

@@ -4,7 +4,7 @@ collectives) against one process with the same global batch.
 Default run: the SFT warm-up of the main job (loop.build / loop.run_sft) in 2 processes,
 a collective orbax checkpoint, a restore of params and optimizer state onto the global mesh
 and the finish from it: the same params as uninterrupted, and as one process.
-Slow: the whole main job (SFT, RL iterations with rollouts on the global mesh), killed by
+Slow: the whole main job (SFT, RL iterations with rollouts on the global mesh), stopped by
 `trainer.stop_after_iterations` and resumed, against one process.
 """
 
@@ -36,13 +36,25 @@ def _launch(cmd: list[str], processes: int, devices: int = 1, timeout: int = 900
     port = _free_port()
     procs = []
     for i in range(processes):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            PYTHONPATH=str(ROOT),
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        )
+        for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+            env.pop(var, None)
         if processes > 1:
-            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                       JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            env.update(
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES=str(processes),
+                JAX_PROCESS_ID=str(i),
+            )
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
     outs = []
     try:
         for p in procs:
@@ -61,11 +73,17 @@ def _launch(cmd: list[str], processes: int, devices: int = 1, timeout: int = 900
 
 
 def test_join_args_from_environment_and_config():
-    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
-           "JAX_PROCESS_ID": "3"}
+    env = {
+        "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234",
+        "JAX_NUM_PROCESSES": "4",
+        "JAX_PROCESS_ID": "3",
+    }
     kw = join_args(DistributedConfig(), env)
     assert (kw["coordinator_address"], kw["num_processes"], kw["process_id"]) == (
-        "10.0.0.1:1234", 4, 3)
+        "10.0.0.1:1234",
+        4,
+        3,
+    )
     # config fields win over the environment
     kw = join_args(DistributedConfig(process_id=1), env)
     assert kw["process_id"] == 1
@@ -133,9 +151,16 @@ if distributed.is_main():
 
 
 def _sft_run(run_dir, processes: int) -> dict:
-    overrides = ["+exp=curriculum", "sft.steps=4", "sft.checkpoint_every=2", "sft.rows=8",
-                 "model.num_layers=1", "model.hidden_size=64",
-                 "model.intermediate_size=128", f"trainer.run_dir={run_dir}"]
+    overrides = [
+        "+exp=curriculum",
+        "sft.steps=4",
+        "sft.checkpoint_every=2",
+        "sft.rows=8",
+        "model.num_layers=1",
+        "model.hidden_size=64",
+        "model.intermediate_size=128",
+        f"trainer.run_dir={run_dir}",
+    ]
     code = textwrap.dedent(SFT_WORKER.format(root=ROOT, overrides=overrides))
     outs = _launch([sys.executable, "-c", code], processes)
     return json.loads(outs[0].strip().splitlines()[-1])
@@ -173,11 +198,23 @@ def test_main_job_two_processes_killed_and_resumed_matches_one_process(tmp_path)
     iteration's checkpoint and resumed, in 2 processes of 1 device; against one uninterrupted
     process of 2 devices (the same mesh, so the rollout scheduling statistics, which depend
     on the batch shards, match too)."""
-    common = [*TINY, "sft.steps=10", "sft.checkpoint_every=5", "trainer.iterations=2",
-              "trainer.eval_every=2", "trainer.eval_per_band=2",
-              "reward.length_penalty_weight=1.0"]
-    run = lambda d, *extra: [sys.executable, "-m", "experiments.run", *common,
-                             f"trainer.run_dir={d}", *extra]
+    common = [
+        *TINY,
+        "sft.steps=10",
+        "sft.checkpoint_every=5",
+        "trainer.iterations=2",
+        "trainer.eval_every=2",
+        "trainer.eval_per_band=2",
+        "reward.length_penalty_weight=1.0",
+    ]
+    run = lambda d, *extra: [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        *common,
+        f"trainer.run_dir={d}",
+        *extra,
+    ]
     _launch(run(tmp_path / "two", "trainer.stop_after_iterations=1"), processes=2)
     resumed = _launch(run(tmp_path / "two"), processes=2)
     assert resumed[0].strip().splitlines()[-1] == str(tmp_path / "two")

@@ -16,8 +16,9 @@ class DeviceConfig:
 
     name: a label for reports. platform: "tpu" | "gpu" | "cpu" | "auto" (the running backend);
       it decides what model.attention_impl="auto" runs (flash kernels on tpu/gpu, XLA on cpu).
-    memory_gib: memory per device; None asks the runtime (`memory_stats()["bytes_limit"]`)
-      and skips the startup check where it cannot tell (CPU).
+    memory_gib: memory per device; where the runtime reports a limit
+      (`memory_stats()["bytes_limit"]`, TPU and GPU) the smaller of the two counts. None:
+      the runtime's alone, and no startup check where it cannot tell (CPU).
     peak_tflops: dense bf16 peak per device; hbm_gbps: memory bandwidth per device (GB/s).
       Both only feed the rough time estimates.
     headroom: share of memory kept free for what the plan does not count (XLA workspace,
@@ -52,10 +53,19 @@ def runtime_memory_bytes() -> int | None:
     return stats.get("bytes_limit")
 
 
-def memory_bytes(device: DeviceConfig) -> int | None:
-    """device.memory_gib in bytes, else what the runtime reports, else None (unknown)."""
+def memory_bytes(device: DeviceConfig, runtime: bool = True) -> int | None:
+    """Bytes per device the run may use: the smaller of device.memory_gib and what the
+    runtime gives JAX (on GPU, XLA_PYTHON_CLIENT_MEM_FRACTION of the card: 75% by default);
+    None when neither is known (CPU without a preset). runtime=False: the stated figure
+    alone, or the runtime's when none is stated (planning for another machine)."""
+    stated = None
     if device.memory_gib is not None:
         if device.memory_gib <= 0:
             raise ValueError(f"device.memory_gib={device.memory_gib} must be > 0")
-        return int(device.memory_gib * GIB)
-    return runtime_memory_bytes()
+        stated = int(device.memory_gib * GIB)
+    if stated is not None and not runtime:
+        return stated
+    have = runtime_memory_bytes()
+    if stated is None or have is None:
+        return stated if have is None else have
+    return min(stated, have)

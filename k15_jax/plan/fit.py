@@ -22,7 +22,12 @@ class DoesNotFit(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """The sizes of a run that decide its memory (flattened from the run config)."""
+    """The sizes of a run that decide its memory (flattened from the run config).
+
+    An RL update trains on batch_prompts x samples sequences of max_prompt_len +
+    max_new_tokens tokens (with partial rollouts, buffered groups can add more; plan those
+    with a larger sampler.batch_prompts).
+    """
 
     sft_rows: int
     sft_len: int
@@ -84,31 +89,53 @@ def plan(work: Workload, model: ModelConfig, shape: dict, device: DeviceConfig) 
     phases = {}
     if not work.skip_sft:
         phases["SFT step"] = memory.train_step(
-            model, shape, work.sft_rows, work.sft_len, microbatches=work.sft_microbatches,
+            model,
+            shape,
+            work.sft_rows,
+            work.sft_len,
+            microbatches=work.sft_microbatches,
             platform=platform,
         )
     rollout = memory.rollout(
-        model, shape, slots=work.slots, cache_len=T, steps_per_sync=work.steps_per_sync,
-        window=work.window, prefill_len=T if work.partial else work.prompt_len,
+        model,
+        shape,
+        slots=work.slots,
+        cache_len=T,
+        steps_per_sync=work.steps_per_sync,
+        window=work.window,
+        prefill_len=T if work.partial else work.prompt_len,
         platform=platform,
     )
     update = memory.train_step(
-        model, shape, work.sequences, T, microbatches=work.microbatches, platform=platform,
-        kind="rl", updates=work.updates,
+        model,
+        shape,
+        work.sequences,
+        T,
+        microbatches=work.microbatches,
+        platform=platform,
+        kind="rl",
     )
     update["engine params (kept)"] = rollout["engine params"]
     update["peak"] += rollout["engine params"]
     phases["RL update"] = update
     phases["rollout"] = rollout
     rl = flops.rl_iteration(
-        model, sequences=work.sequences, prompt_len=work.prompt_len, new_tokens=work.new_tokens,
-        updates=work.updates, microbatches=work.microbatches, attention=attention,
+        model,
+        sequences=work.sequences,
+        prompt_len=work.prompt_len,
+        new_tokens=work.new_tokens,
+        updates=work.updates,
+        microbatches=work.microbatches,
+        attention=attention,
     )
     steps = flops.decode_steps(work.sequences, work.new_tokens, work.slots)
     decode_time = flops.decode_seconds(
         flops_per_step=work.slots * flops.forward_per_token(model, T),
         bytes_per_step=rollout["engine params"] + rollout["KV cache"],
-        steps=steps, devices=devices, peak_tflops=device.peak_tflops, hbm_gbps=device.hbm_gbps,
+        steps=steps,
+        devices=devices,
+        peak_tflops=device.peak_tflops,
+        hbm_gbps=device.hbm_gbps,
     )
     sft_flops = flops.sft_step(model, work.sft_rows, work.sft_len, attention)
     train = {k: rl[k] for k in ("reference", "update")}
@@ -224,8 +251,9 @@ def problems(p: dict, total: int) -> list[str]:
         if m["peak"] <= usable:
             continue
         parts = ", ".join(
-            f"{k} {_gib(v)}" for k, v in m.items() if isinstance(v, int) and k not in
-            ("peak", "inputs", "beyond inputs", "kv per slot")
+            f"{k} {_gib(v)}"
+            for k, v in m.items()
+            if isinstance(v, int) and k not in ("peak", "inputs", "beyond inputs", "kv per slot")
         )
         out.append(
             f"{phase} needs {_gib(m['peak'])} per device, more than the {_gib(usable)} usable "
@@ -276,7 +304,8 @@ def report(p: dict, total: int | None) -> str:
         peak = max(x["peak"] for x in p["phases"].values())
         usable = usable_bytes(d, total)
         lines.append(
-            f"verdict: fits (peak {_gib(peak)} of {_gib(usable)} usable)" if not bad
+            f"verdict: fits (peak {_gib(peak)} of {_gib(usable)} usable)"
+            if not bad
             else "verdict: does NOT fit\n  " + "\n  ".join(bad)
         )
     return "\n".join(lines)

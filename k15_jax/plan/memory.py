@@ -20,8 +20,9 @@ Calibration. Saved activations are the residuals autodiff keeps per layer (count
 `jax.ad_checkpoint.print_saved_residuals` for each policy of `transformer.REMAT`). How much
 more the backward pass of one layer holds is up to XLA's buffer assignment:
 RECOMPUTE_WORK and COTANGENT_WORK were measured with `compiled.memory_analysis()` on
-XLA:CPU for 4-8 layer models, and tests/test_plan.py keeps the totals within 20% of it.
-TPU and GPU fuse more, so there these figures lean high.
+XLA:CPU for 4-8 layer models on 1 and 4 devices (fsdp, tensor and data parallel), and
+tests/test_plan.py keeps the totals within 20% of it. TPU and GPU fuse more, so there these
+figures lean high.
 """
 
 import math
@@ -81,7 +82,7 @@ def _leaves(tree):
 
 
 def attention_path(model: ModelConfig, platform: str) -> str:
-    """"xla" (materialises [H, T, T] scores) or "flash" (Pallas / cuDNN kernels)."""
+    """ "xla" (materialises [H, T, T] scores) or "flash" (Pallas / cuDNN kernels)."""
     impl = model.attention_impl
     if impl == "auto":
         impl = "xla" if platform == "cpu" else "pallas"
@@ -113,17 +114,21 @@ def layer_activations(
     }
 
 
-def activations(model: ModelConfig, mesh_shape: dict, b: int, T: int, attention: str) -> dict:
+def activations(
+    model: ModelConfig, mesh_shape: dict, b: int, T: int, attention: str, split: bool = True
+) -> dict:
     """Saved activations of all layers and the backward working set, for b rows per device.
 
     With fsdp > 1 the batch and the weights' model dim are split over the same mesh axis,
     and XLA's partitioner (nothing in the model constrains the activations) contracts the
     projections over the split model dim with the rows gathered: q/k/v and MLP tensors hold
     the rows of all fsdp devices, whole (measured on 4 CPU devices, tests/test_plan.py).
-    Returns {"activations": bytes, "working set": bytes} under model.remat.
+    split: the batch rows are split over the batch axes (False: replicated, nothing to
+    gather). Returns {"activations": bytes, "working set": bytes} under model.remat.
     """
     tp = mesh_shape["tensor"]
-    per = layer_activations(model, tp, b, T, attention, gather=mesh_shape["fsdp"])
+    gather = mesh_shape["fsdp"] if split else 1
+    per = layer_activations(model, tp, b, T, attention, gather=gather)
     policy = model.remat
     saved = model.num_layers * per[policy]
     Ht = _split(model.num_heads, tp)
@@ -149,13 +154,13 @@ def train_step(
     microbatches: int = 1,
     platform: str = "cpu",
     kind: str = "sft",
-    updates: int = 1,
 ) -> dict:
     """Per-device bytes of one jitted training step (`sft.make_step` or `rl_step.make_update`).
 
     kind "sft": batch = tokens, segment ids, loss mask; kind "rl": tokens, ref_logp, mask
-    (+ rewards), a scan over `updates` steps. Returns the components, "inputs", "beyond
-    inputs" (what the step allocates: XLA's output + temp sizes) and "peak".
+    (+ rewards), the M updates in a scan (the same memory for any M). Returns the
+    components, "inputs", "beyond inputs" (what the step allocates: XLA's output + temp
+    sizes) and "peak".
     """
     P = param_bytes(model, mesh_shape, TRAIN_RULES)
     opt = 2 * P  # Adam's first and second moments, in the param dtype
@@ -163,7 +168,8 @@ def train_step(
     bm = -(-b // microbatches)
     batch = b * T * 12  # three [R, T] arrays of 4 bytes
     grads = P * (2 if microbatches > 1 else 1)  # accumulator + one micro-batch's
-    act = activations(model, mesh_shape, bm, T, attention_path(model, platform))
+    split = rows % batch_shards(mesh_shape) == 0
+    act = activations(model, mesh_shape, bm, T, attention_path(model, platform), split)
     backward = grads + act["activations"] + act["working set"]
     out = {
         "params": P,
@@ -234,7 +240,11 @@ def rollout(
         "slot state": rest,
         "prefill buffer": prefix,
         "working set": max(decode_work + step_out, prefill_work),
-        "peak": trainer + engine_params + kv + rest + prefix
+        "peak": trainer
+        + engine_params
+        + kv
+        + rest
+        + prefix
         + max(decode_work + step_out, prefill_work),
         "decode step": {
             "inputs": engine_params + kv + rest,

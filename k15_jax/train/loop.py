@@ -90,7 +90,8 @@ def _lock(run_dir: Path, process: int = 0) -> None:
     process of a multi-host run holds its own lock file.)"""
     import fcntl
 
-    handle = open(run_dir / (".lock" if process == 0 else f".lock.{process}"), "w")  # noqa: SIM115 - held for the process lifetime
+    name = ".lock" if process == 0 else f".lock.{process}"
+    handle = open(run_dir / name, "w")  # noqa: SIM115 - held for the process lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
