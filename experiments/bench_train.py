@@ -246,6 +246,8 @@ def summarize(times: list[float], flops: float, tokens: int, roof: float) -> dic
     return {
         "step_s_mean": mean,
         "step_s_best": best,
+        "step_s_median": statistics.median(times),
+        "step_s_all": times,
         "tokens_per_s_mean": tokens / mean,
         "tokens_per_s_best": tokens / best,
         "gflops_mean": flops / mean / 1e9,
