@@ -47,15 +47,18 @@ def token_logprobs(
     positions: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     return_entropy: bool = False,
+    images: jax.Array | None = None,
 ):
     """Log-probs of each token given the tokens before it, aligned with tokens.
 
     tokens [B, T] -> logp [B, T] float32 with logp[:, t] = log p(tokens[:, t] | tokens[:, :t])
     for t >= 1 and logp[:, 0] = 0 (no prediction for the first token). With packed rows,
     the first token of each segment is predicted from the previous segment's last token:
-    mask it out (response masks never include it).
+    mask it out (response masks never include it). images [B, M, P, C]: see `forward_hidden`.
     """
-    h = forward_hidden(params, cfg, tokens, positions=positions, segment_ids=segment_ids)
+    h = forward_hidden(
+        params, cfg, tokens, positions=positions, segment_ids=segment_ids, images=images
+    )
     logp, ent = hidden_logprobs(h[:, :-1], lm_head(params, cfg), tokens[:, 1:], cfg.logits_chunk)
     zero = jnp.zeros_like(logp[:, :1])
     logp, ent = jnp.concatenate([zero, logp], 1), jnp.concatenate([zero, ent], 1)

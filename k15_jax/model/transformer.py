@@ -122,13 +122,20 @@ def forward_hidden(
     positions: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     return_kv: bool = False,
+    images: jax.Array | None = None,
 ):
     """Final-normed hidden states [B, T, D] (and per-layer k, v [L, B, T, G, Dh]).
 
     segment_ids [B, T]: tokens attend only within their segment (packed rows); positions
-    default to the index within each segment.
+    default to the index within each segment. images [B, M, P, C] (patches, model.vision):
+    their projected features replace the embeddings of the image placeholder tokens.
     """
     positions = _default_positions(tokens, positions, segment_ids)
+    x0 = _embed(params, cfg, tokens)
+    if images is not None:
+        from k15_jax.model.multimodal import embed_with_images
+
+        x0 = embed_with_images(params, cfg, tokens, x0, images)
 
     def block(x, layer):
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
@@ -138,7 +145,7 @@ def forward_hidden(
         )
         return _attn_out_and_mlp(cfg, layer, x, a), (k, v) if return_kv else None
 
-    x, kv = jax.lax.scan(REMAT[cfg.remat](block), _embed(params, cfg, tokens), params["layers"])
+    x, kv = jax.lax.scan(REMAT[cfg.remat](block), x0, params["layers"])
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     return (x, kv) if return_kv else x
 
