@@ -37,6 +37,12 @@ def write_outputs(setup, params, state, writer, engine) -> dict:
             f.write(json.dumps({"prompt": prompt, "reference": ref, "band": band}) + "\n")
     plot_run(writer.records(), run)
     out = summary(setup, state)
+    if setup.vision:  # accuracy per modality, text vs image on the same problems
+        from k15_jax.train.vision_eval import plot_modalities, vision_summary
+
+        plot_modalities(writer.records(), run)
+        ev = out["eval_accuracy_by_band"]
+        out.update(vision_summary(setup, ev["start"], ev["end"]))
     (run / "summary.json").write_text(json.dumps(out, indent=2))
     print_table(out)
     return out
