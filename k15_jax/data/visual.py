@@ -149,7 +149,7 @@ def _scene(band: str, seed: int) -> tuple[dict, str]:
 def _draw_scene(draw: ImageDraw.ImageDraw, band: str, scene: dict, size: int) -> None:
     cell = size / 4
     if "cells" in scene:
-        r = cell * 0.4
+        r = cell * 0.34
         for c, colour in zip(scene["cells"], scene["colours"]):
             cx, cy = (c % 4 + 0.5) * cell, (c // 4 + 0.5) * cell
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_COLOURS[colour])

@@ -86,10 +86,24 @@ def lm_head(params: dict, cfg: ModelConfig) -> jax.Array:
     return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
 
 
+# Logit of the image placeholder (model.vision): it is an input-only token, so the policy
+# never emits it (exp underflows to 0 in float32) and a sampled token always means the same
+# to the rollout and to the trainer's forward, which splices features at every placeholder.
+# Finite, so masked differences of log-probs stay finite.
+IMAGE_TOKEN_LOGIT = -1e4
+
+
+def suppress_image_token(cfg: ModelConfig, logits: jax.Array) -> jax.Array:
+    if cfg.vision is None:
+        return logits
+    return logits.at[..., cfg.vision.image_token_id].set(IMAGE_TOKEN_LOGIT)
+
+
 def logits_from_hidden(params: dict, cfg: ModelConfig, h: jax.Array) -> jax.Array:
     """h [..., D] (final-normed) -> float32 logits [..., V]."""
     w = lm_head(params, cfg)
-    return jnp.einsum("...d,dv->...v", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+    logits = jnp.einsum("...d,dv->...v", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+    return suppress_image_token(cfg, logits)
 
 
 # What a layer keeps for the backward pass (model.remat); the forward values are the same.

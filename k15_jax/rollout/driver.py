@@ -134,7 +134,8 @@ def _check_images(parsed, buffer: RolloutBuffer, images: dict, model_cfg) -> Non
     v = model_cfg.vision
     if v is None:
         raise ValueError("collect got images but the engine's model has no vision config")
-    prompts = [(rid, p) for rid, p, _ in parsed] + [(g[0].request_id, g[0].prompt) for g in buffer.groups]
+    prompts = [(rid, p) for rid, p, _ in parsed]
+    prompts += [(g[0].request_id, g[0].prompt) for g in buffer.groups]
     for rid, prompt in prompts:
         m = 0 if images.get(rid) is None else len(images[rid])
         n = int(np.sum(np.asarray(prompt) == v.image_token_id))

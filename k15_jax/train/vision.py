@@ -14,6 +14,7 @@ so its padding images are never read.
 from __future__ import annotations
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from k15_jax.data.images import image_patches, load_image, pad_images
 from k15_jax.data.mathvista import load_mathvista
@@ -40,8 +41,6 @@ def image_twin(text_task) -> object:
 class VisionData:
     def __init__(self, run_cfg, v: VisionConfig, text_suite):
         self.v, self.run_cfg, self.text_suite = v, run_cfg, text_suite
-        from omegaconf import OmegaConf
-
         visual = run_cfg.visual
         visual = OmegaConf.to_object(visual) if OmegaConf.is_config(visual) else visual
         self.suite = VisualSuite(visual)
