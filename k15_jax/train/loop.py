@@ -366,8 +366,12 @@ def _initial_params(s: Setup):
         from k15_jax.model.hf import load_hf
 
         _, params = load_hf(s.cfg.trainer.init_from_hf, shardings=s.train_shardings)
-        return params
-    params = init_params(s.model, jax.random.key(s.cfg.trainer.seed), s.train_shardings)
+        if not s.vision:
+            return params
+        key = jax.random.key(s.cfg.trainer.seed)  # the decoder checkpoint has no vision part
+        params["vision"] = init_params(s.model, key, s.train_shardings)["vision"]
+    else:
+        params = init_params(s.model, jax.random.key(s.cfg.trainer.seed), s.train_shardings)
     if s.vision and s.cfg.vision.init_from_hf:  # a pretrained SigLIP tower
         from k15_jax.model.siglip import load_siglip
 

@@ -104,8 +104,8 @@ def vision_summary(setup, start: dict, end: dict) -> dict:
 
 
 def plot_modalities(records: list[dict], out_dir: Path) -> Path:
-    """modality_accuracy.png: held-out accuracy per modality, and text vs image per
-    text-rendered band, over RL iterations."""
+    """modality_accuracy.png: held-out accuracy per modality, text vs image per
+    text-rendered band, and the sampled training accuracy per modality, over RL iterations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,10 +113,12 @@ def plot_modalities(records: list[dict], out_dir: Path) -> Path:
 
     evals = [r for r in records if r.get("phase") == "eval"]
     x = [r["iteration"] for r in evals]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     keys = sorted({k for r in evals for k in r if k.startswith("eval/acc/modality/")})
+    colour = {"text": "tab:blue", "image": "tab:orange"}
     for k in keys:
-        axes[0].plot(x, [r.get(k, np.nan) for r in evals], marker="o", label=k.rsplit("/", 1)[1])
+        m = k.rsplit("/", 1)[1]
+        axes[0].plot(x, [r.get(k, np.nan) for r in evals], marker="o", label=m, color=colour[m])
     axes[0].set(
         xlabel="RL iteration",
         ylabel="held-out accuracy",
@@ -139,6 +141,21 @@ def plot_modalities(records: list[dict], out_dir: Path) -> Path:
         ylabel="held-out accuracy",
         ylim=(-0.02, 1.02),
         title="Same problems: text vs image",
+    )
+    rl = [r for r in records if r.get("phase") == "rl"]
+    for m in ("text", "image"):
+        pts = [
+            (r["iteration"], r[f"train/acc/modality/{m}"])
+            for r in rl
+            if f"train/acc/modality/{m}" in r
+        ]
+        if pts:
+            axes[2].plot(*zip(*pts), label=m, color=colour[m])
+    axes[2].set(
+        xlabel="RL iteration",
+        ylabel="sampled accuracy",
+        ylim=(-0.02, 1.02),
+        title="Training accuracy per modality",
     )
     for ax in axes:
         ax.legend(fontsize=8)
