@@ -22,12 +22,15 @@ def test_vision_preset_builds_a_vision_model_config():
         ("vision.model.image_token_id=500", "model.vocab_size"),
         ("rollout.max_prompt_len=16", "rollout.max_prompt_len=16 cannot hold"),
         ("vision.visual.eval_fraction=0.2", "data.synthetic.eval_fraction"),
-        ("vision.visual.bands=[count9]", "unknown visual band 'count9'"),
+        (
+            "vision.visual.bands=[count9] sampler.hard_bands=[count9]",
+            "unknown visual band 'count9'",
+        ),
         ("vision.model.patch_size=7", "not a multiple of vision.patch_size"),
     ],
 )
 def test_bad_vision_options_are_named(override, match):
-    cfg = _compose("+exp=vision", override)
+    cfg = _compose("+exp=vision", *override.split())
     with pytest.raises(ValueError, match=match):
         validate(cfg)
         check(cfg, tokenizer_vocab=100)
