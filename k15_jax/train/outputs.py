@@ -35,6 +35,12 @@ def write_outputs(setup, params, state, writer, engine) -> dict:
     with (run / "eval" / "heldout.jsonl").open("w") as f:
         for prompt, ref, band in heldout(setup, setup.cfg.trainer.eval_per_band):
             f.write(json.dumps({"prompt": prompt, "reference": ref, "band": band}) + "\n")
+        if setup.vision:  # image prompts: the task id names the rendered scene or the file
+            for t, band in setup.vision.eval_items(setup.cfg.trainer.eval_per_band, []):
+                if t.meta.get("modality") == "image":
+                    row = {"prompt": t.prompt, "reference": t.reference, "band": band,
+                           "modality": "image", "id": t.id}
+                    f.write(json.dumps(row) + "\n")
     plot_run(writer.records(), run)
     out = summary(setup, state)
     if setup.vision:  # accuracy per modality, text vs image on the same problems
