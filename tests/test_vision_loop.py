@@ -51,6 +51,7 @@ def test_vision_run_reports_modalities_and_skips_a_corrupt_image(tmp_path):
         assert "mathvista" in summary["eval_accuracy_by_band"][when]
     assert summary["mathvista"]["skipped_images"] == 1
     assert (run_dir / "modality_accuracy.png").stat().st_size > 0
+    assert (run_dir / "final" / "vision" / "model.safetensors").is_file()
     heldout = [json.loads(x) for x in (run_dir / "eval" / "heldout.jsonl").read_text().splitlines()]
     assert {r.get("modality", "text") for r in heldout} == {"text", "image"}
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -145,3 +145,39 @@ def test_decoder_sees_the_spliced_sequence():
     np.testing.assert_allclose(h_img[1, :3], h_txt[1, :3], atol=1e-6)
     assert np.abs(h_img[1, 3:] - h_txt[1, 3:]).max() > 1e-3
     np.testing.assert_allclose(h_img[2], h_txt[2], atol=1e-6)
+
+
+def test_exported_tower_loads_in_transformers_and_back(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from k15_jax.model.siglip import export_siglip
+
+    v = VisionConfig(
+        image_size=16, patch_size=8, hidden_size=16, intermediate_size=24, num_layers=2, num_heads=2
+    )
+    cfg = ModelConfig(
+        vocab_size=12,
+        hidden_size=8,
+        intermediate_size=16,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=4,
+        vision=v,
+    )
+    vision = init_params(cfg, jax.random.key(3))["vision"]
+    vision["tower"]["layers"]["bq"] = vision["tower"]["layers"]["bq"] + 0.3  # non-zero biases
+    export_siglip(vision, v, tmp_path)
+    hf = transformers.SiglipVisionModel.from_pretrained(tmp_path).eval()
+    pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        want = hf(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    patches = np.stack([patchify(p.transpose(1, 2, 0), 8) for p in pixels])
+    got = np.asarray(encode_patches(vision["tower"], v, patches))
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+    _, back = load_siglip(tmp_path, v)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+        back,
+        vision["tower"],
+    )

@@ -135,3 +135,68 @@ def load_siglip(path, vision: VisionConfig | None = None) -> tuple[VisionConfig,
             f"{v.num_patches} patches; check image_size and patch_size"
         )
     return v, jax.tree.map(jnp.asarray, tower)
+
+
+def _to_hf(x: np.ndarray, how: str) -> np.ndarray:
+    if how == "copy":
+        return x
+    if how == "transpose":
+        return x.T
+    if how == "in_heads":  # [E, H, K] -> [H*K, E]
+        return x.reshape(x.shape[0], -1).T
+    if how == "out_heads":  # [H, K, E] -> [E, H*K]
+        return x.reshape(-1, x.shape[-1]).T
+    if how == "bias_heads":
+        return x.reshape(-1)
+    raise ValueError(how)
+
+
+def export_siglip(vision: dict, v: VisionConfig, path) -> None:
+    """Writes params["vision"] as a transformers `SiglipVisionModel` directory (config.json,
+    model.safetensors) plus the projector (projector.safetensors, our layout), so a trained
+    tower loads with `load_siglip` or `SiglipVisionModel.from_pretrained`."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tower = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), vision["tower"])
+    E, C, p = v.hidden_size, v.num_channels, v.patch_size
+    pre = "vision_model."
+    out = {
+        pre + "embeddings.patch_embedding.weight": tower["patch_embed"]
+        .reshape(p, p, C, E)
+        .transpose(3, 2, 0, 1),
+        pre + "embeddings.patch_embedding.bias": tower["patch_bias"],
+        pre + "embeddings.position_embedding.weight": tower["pos_embed"],
+        pre + "post_layernorm.weight": tower["post_norm_scale"],
+        pre + "post_layernorm.bias": tower["post_norm_bias"],
+    }
+    for key, (name, how) in _LAYER.items():
+        for i in range(v.num_layers):
+            out[f"{pre}encoder.layers.{i}.{name}"] = _to_hf(tower["layers"][key][i], how)
+    save_file(
+        {k: np.ascontiguousarray(x) for k, x in out.items()},
+        path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    proj = {
+        f"projector.{k}": np.asarray(jax.device_get(x), np.float32)
+        for k, x in vision["projector"].items()
+    }
+    save_file(proj, path / "projector.safetensors")
+    config = {
+        "architectures": ["SiglipVisionModel"],
+        "model_type": "siglip_vision_model",
+        "hidden_size": E,
+        "intermediate_size": v.intermediate_size,
+        "num_hidden_layers": v.num_layers,
+        "num_attention_heads": v.num_heads,
+        "num_channels": C,
+        "image_size": v.image_size,
+        "patch_size": p,
+        "hidden_act": "gelu_pytorch_tanh",
+        "layer_norm_eps": v.layer_norm_eps,
+        "vision_use_head": False,
+        "torch_dtype": "float32",
+    }
+    (path / "config.json").write_text(json.dumps(config, indent=2))

@@ -31,6 +31,10 @@ def write_outputs(setup, params, state, writer, engine) -> dict:
     hf_dir = run / "final" / "hf"
     export_hf(params, setup.model, hf_dir)
     setup.tokenizer.save_hf(hf_dir)
+    if setup.vision:  # the trained tower as a transformers SiglipVisionModel, and the projector
+        from k15_jax.model.siglip import export_siglip
+
+        export_siglip(params["vision"], setup.model.vision, run / "final" / "vision")
     (run / "eval").mkdir(exist_ok=True)
     with (run / "eval" / "heldout.jsonl").open("w") as f:
         for prompt, ref, band in heldout(setup, setup.cfg.trainer.eval_per_band):
