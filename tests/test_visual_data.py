@@ -169,7 +169,7 @@ def test_mathvista_skips_missing_and_corrupt_images(tmp_path, caplog):
     # through the trainer's image path: the file is read and patchified
     vd = VisionData(_run_cfg(path=str(path)), VisionConfig(), SyntheticSuite())
     assert len(vd.mathvista) == 2 and vd.images(vd.mathvista[0]).shape == (1, 16, 192)
-    with pytest.raises(FileNotFoundError, match="data.mathvista.path"):
+    with pytest.raises(FileNotFoundError, match="vision.mathvista.path"):
         load_mathvista(tmp_path / "nope.jsonl")
 
 

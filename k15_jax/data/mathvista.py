@@ -51,7 +51,7 @@ def load_mathvista(path, images_dir=None, band: str = "mathvista") -> tuple[list
     root = Path(images_dir) if images_dir else path.parent
     tasks, skipped = [], []
     rows = 0
-    for lineno, row in read_jsonl(path, config_key="data.mathvista.path"):
+    for lineno, row in read_jsonl(path, config_key="vision.mathvista.path"):
         rows += 1
         image_path = root / _field(row, "image", path, lineno)
         try:

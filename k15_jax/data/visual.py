@@ -107,7 +107,7 @@ def parse_visual_band(band: str) -> tuple[str, int]:
     if band.startswith("imgadd") and band[6:].isdigit() and 1 <= int(band[6:]) <= 2:
         return "imgadd", int(band[6:])
     raise ValueError(
-        f"unknown visual band {band!r} in data.visual.bands; use one of "
+        f"unknown visual band {band!r} in vision.visual.bands; use one of "
         f"{sorted(b for b in QUESTIONS if b != 'imgadd')} or imgadd1 / imgadd2"
     )
 
@@ -277,14 +277,14 @@ class VisualSuite:
     def __init__(self, cfg: VisualConfig | None = None):
         self.cfg = cfg or VisualConfig()
         if not self.cfg.bands:
-            raise ValueError("data.visual.bands is empty; list bands such as ['count1']")
+            raise ValueError("vision.visual.bands is empty; list bands such as ['count1']")
         for band in self.cfg.bands:
             parse_visual_band(band)
         w = self.cfg.sft_band_weights
         w = np.ones(len(self.bands)) if w is None else np.asarray(w, np.float64)
         if w.shape != (len(self.bands),) or (w < 0).any() or w.sum() <= 0:
             raise ValueError(
-                f"data.visual.sft_band_weights={self.cfg.sft_band_weights} must give one "
+                f"vision.visual.sft_band_weights={self.cfg.sft_band_weights} must give one "
                 f"non-negative weight per band ({self.bands}), not all zero"
             )
         self.sft_weights = w / w.sum()
