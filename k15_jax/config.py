@@ -24,6 +24,8 @@ from k15_jax.train import long2short_config
 from k15_jax.train.long2short_config import Long2ShortRunConfig
 from k15_jax.train.rl_step import AlgoConfig
 from k15_jax.train.sft import SFTConfig
+from k15_jax.train.vision_config import VisionRunConfig
+from k15_jax.train.vision_config import check as check_vision
 
 
 def _schema_field(f: dataclasses.Field):
@@ -34,7 +36,9 @@ def _schema_field(f: dataclasses.Field):
 
 
 ModelSchema = dataclasses.make_dataclass(
-    "ModelSchema", [_schema_field(f) for f in dataclasses.fields(ModelConfig)]
+    "ModelSchema",
+    # model.vision is set from the `vision` group (k15_jax/train/vision_config.py)
+    [_schema_field(f) for f in dataclasses.fields(ModelConfig) if f.name != "vision"],
 )
 
 
@@ -83,6 +87,7 @@ class Config:
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     long2short: Long2ShortRunConfig = dataclasses.field(default_factory=Long2ShortRunConfig)
+    vision: VisionRunConfig = dataclasses.field(default_factory=VisionRunConfig)
 
 
 def register() -> None:
@@ -109,6 +114,8 @@ def validate(cfg) -> None:
             "reward over K samples is its baseline)"
         )
     bands = list(cfg.data.synthetic.bands)
+    if cfg.vision.enabled:
+        bands += list(cfg.vision.visual.bands)
     unknown = sorted(set(cfg.sampler.hard_bands) - set(bands))
     if unknown:
         raise ValueError(f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}")
@@ -121,5 +128,6 @@ def validate(cfg) -> None:
     ):
         if m < 1 or rows % m:
             raise ValueError(f"{key}={m} must be >= 1 and divide {what} = {rows}")
+    check_vision(cfg)
     if cfg.data.suite != "synthetic":
         raise ValueError(f"data.suite={cfg.data.suite!r}; only 'synthetic' is wired into run")

@@ -30,9 +30,15 @@ TRAIN_RULES: Rules = {
     "mlp": "tensor",
     "head_dim": None,
     "layers": None,
+    # the image encoder (model/vit.py): sharded like the decoder
+    "vit_embed": "fsdp",
+    "vit_heads": "tensor",
+    "vit_mlp": "tensor",
+    "vit_patch": None,
+    "vit_positions": None,
 }
 
-ROLLOUT_RULES: Rules = {**TRAIN_RULES, "embed": None, "cache_length": None}
+ROLLOUT_RULES: Rules = {**TRAIN_RULES, "embed": None, "vit_embed": None, "cache_length": None}
 
 
 @dataclasses.dataclass

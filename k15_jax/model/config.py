@@ -6,6 +6,54 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
 
 @dataclasses.dataclass(frozen=True)
+class VisionConfig:
+    """A SigLIP-style ViT image encoder and the projector into the decoder (model/vit.py).
+
+    Images are image_size x image_size x num_channels, cut into (image_size / patch_size)^2
+    patches; each image becomes that many features, spliced into the token sequence where
+    the prompt holds `image_token_id` (model/multimodal.py). max_images: images per prompt
+    (rollout and RL batches are [rows, max_images, patches, patch_dim]).
+    freeze_tower: stop gradients into the ViT (the projector still trains), e.g. for a
+    loaded pretrained SigLIP tower.
+    """
+
+    image_size: int = 32
+    patch_size: int = 8
+    num_channels: int = 3
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    layer_norm_eps: float = 1e-6
+    image_token_id: int = 100
+    max_images: int = 1
+    freeze_tower: bool = False
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"vision.image_size={self.image_size} is not a multiple of "
+                f"vision.patch_size={self.patch_size}"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"vision.hidden_size={self.hidden_size} is not a multiple of "
+                f"vision.num_heads={self.num_heads}"
+            )
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * self.num_channels
+
+    def replace(self, **kw) -> "VisionConfig":
+        return dataclasses.replace(self, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Decoder-only transformer hyper-parameters.
 
@@ -19,6 +67,8 @@ class ModelConfig:
     logits_chunk: sequence chunk for token log-probs (bounds the [B, chunk, V] f32 block).
     remat: "none" | "full" | "dots" (save matmul outputs) rematerialisation of each layer in
       the training forward (see `transformer.REMAT`).
+    vision: an image encoder in the policy (params["vision"]); `num_params` counts the
+      decoder only.
     """
 
     vocab_size: int = 128
@@ -42,6 +92,7 @@ class ModelConfig:
     remat: str = "none"
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    vision: VisionConfig | None = None  # None: text-only (set from the `vision` config group)
 
     def __post_init__(self):
         if self.architecture not in SUPPORTED_ARCHITECTURES:

@@ -50,6 +50,10 @@ def param_specs(cfg: ModelConfig) -> dict:
     }
     if not cfg.tie_embeddings:
         specs["lm_head"] = ParamSpec((D, V), ("embed", "vocab"), "normal", D)
+    if cfg.vision is not None:  # the image encoder and projector (model/vit.py)
+        from k15_jax.model.vit import vision_param_specs
+
+        specs["vision"] = vision_param_specs(cfg.vision, D)
     return specs
 
 

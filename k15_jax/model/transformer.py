@@ -86,10 +86,24 @@ def lm_head(params: dict, cfg: ModelConfig) -> jax.Array:
     return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
 
 
+# Logit of the image placeholder (model.vision): it is an input-only token, so the policy
+# never emits it (exp underflows to 0 in float32) and a sampled token always means the same
+# to the rollout and to the trainer's forward, which splices features at every placeholder.
+# Finite, so masked differences of log-probs stay finite.
+IMAGE_TOKEN_LOGIT = -1e4
+
+
+def suppress_image_token(cfg: ModelConfig, logits: jax.Array) -> jax.Array:
+    if cfg.vision is None:
+        return logits
+    return logits.at[..., cfg.vision.image_token_id].set(IMAGE_TOKEN_LOGIT)
+
+
 def logits_from_hidden(params: dict, cfg: ModelConfig, h: jax.Array) -> jax.Array:
     """h [..., D] (final-normed) -> float32 logits [..., V]."""
     w = lm_head(params, cfg)
-    return jnp.einsum("...d,dv->...v", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+    logits = jnp.einsum("...d,dv->...v", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+    return suppress_image_token(cfg, logits)
 
 
 # What a layer keeps for the backward pass (model.remat); the forward values are the same.
@@ -122,13 +136,20 @@ def forward_hidden(
     positions: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     return_kv: bool = False,
+    images: jax.Array | None = None,
 ):
     """Final-normed hidden states [B, T, D] (and per-layer k, v [L, B, T, G, Dh]).
 
     segment_ids [B, T]: tokens attend only within their segment (packed rows); positions
-    default to the index within each segment.
+    default to the index within each segment. images [B, M, P, C] (patches, model.vision):
+    their projected features replace the embeddings of the image placeholder tokens.
     """
     positions = _default_positions(tokens, positions, segment_ids)
+    x0 = _embed(params, cfg, tokens)
+    if images is not None:
+        from k15_jax.model.multimodal import embed_with_images
+
+        x0 = embed_with_images(params, cfg, tokens, x0, images)
 
     def block(x, layer):
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
@@ -138,7 +159,7 @@ def forward_hidden(
         )
         return _attn_out_and_mlp(cfg, layer, x, a), (k, v) if return_kv else None
 
-    x, kv = jax.lax.scan(REMAT[cfg.remat](block), _embed(params, cfg, tokens), params["layers"])
+    x, kv = jax.lax.scan(REMAT[cfg.remat](block), x0, params["layers"])
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     return (x, kv) if return_kv else x
 

@@ -129,6 +129,24 @@ def _check_buffer(buffer: RolloutBuffer, k: int, cfg: RolloutConfig) -> None:
                 raise ValueError(f"buffered trajectory {rid!r}/{t.sample} is full but unfinished")
 
 
+def _check_images(parsed, buffer: RolloutBuffer, images: dict, model_cfg) -> None:
+    """Every prompt holds exactly (its images) x (patches per image) placeholders."""
+    v = model_cfg.vision
+    if v is None:
+        raise ValueError("collect got images but the engine's model has no vision config")
+    prompts = [(rid, p) for rid, p, _ in parsed]
+    prompts += [(g[0].request_id, g[0].prompt) for g in buffer.groups]
+    for rid, prompt in prompts:
+        m = 0 if images.get(rid) is None else len(images[rid])
+        n = int(np.sum(np.asarray(prompt) == v.image_token_id))
+        if m > v.max_images or n != m * v.num_patches:
+            raise ValueError(
+                f"request {rid!r}: {n} image placeholder tokens (id {v.image_token_id}) for "
+                f"{m} images of {v.num_patches} patches (vision.max_images={v.max_images}); "
+                "put num_patches placeholders per image in the prompt"
+            )
+
+
 def _copy(t: Trajectory) -> Trajectory:
     return dataclasses.replace(
         t, response=list(t.response), logp=list(t.logp), version=list(t.version)
@@ -147,18 +165,20 @@ class _Counters:
     budget_stops: int = 0
 
 
-def _refill(engine, state, queue, slot_traj, budget, counters, prefixes):
+def _refill(engine, state, queue, slot_traj, budget, counters, prefixes, images=None):
     """Moves queued trajectories into free slots: one prefill call, then inserts.
 
     prefixes: request id -> (Prefix, row) of prompts whose fresh samples are still queued,
     so the K samples of a request share one prefill even across refills.
+    images: request id -> image patches of the prompt (see `collect`).
     """
     free = [s for s, t in enumerate(slot_traj) if t is None]
     take = [queue.popleft() for _ in range(min(len(free), len(queue)))]
-    new_seqs, src, fresh = [], {}, {}
+    new_seqs, src, fresh, seq_rid = [], {}, {}, []
     for t in take:
         if t.response:  # continued: prompt + partial response, never shared
             src[id(t)] = len(new_seqs)
+            seq_rid.append(t.request_id)
             new_seqs.append(np.concatenate([t.prompt, np.asarray(t.response, np.int32)]))
             counters.continued += 1
         elif t.request_id in prefixes:
@@ -166,6 +186,7 @@ def _refill(engine, state, queue, slot_traj, budget, counters, prefixes):
         else:
             if t.request_id not in fresh:
                 fresh[t.request_id] = len(new_seqs)
+                seq_rid.append(t.request_id)
                 new_seqs.append(t.prompt)
             src[id(t)] = fresh[t.request_id]
     # prefill calls per length bucket (a short prompt batched with a long continuation would
@@ -177,7 +198,12 @@ def _refill(engine, state, queue, slot_traj, budget, counters, prefixes):
     for idx in by_len.values():
         for size in prefill_chunks(len(idx), engine.batch_shards):
             part, idx = idx[:size], idx[size:]
-            prefix = engine.prefill(engine.params, [new_seqs[i] for i in part])
+            seqs = [new_seqs[i] for i in part]
+            if images:  # the image prompts of this call (None: the text-only path)
+                imgs = [images.get(seq_rid[i]) for i in part]
+                prefix = engine.prefill(engine.params, seqs, images=imgs)
+            else:
+                prefix = engine.prefill(engine.params, seqs)
             where.update({i: (prefix, row) for row, i in enumerate(part)})
             counters.prefill_calls += 1
     counters.prefill_seqs += len(new_seqs)
@@ -208,14 +234,14 @@ def _refill(engine, state, queue, slot_traj, budget, counters, prefixes):
     return state
 
 
-def _decode_all(engine, queue, slot_traj, budget, iteration, counters):
+def _decode_all(engine, queue, slot_traj, budget, iteration, counters, images=None):
     """Runs the continuous-batching loop until the queue and all slots are empty."""
     state = engine.init_decode_state()
     prefixes: dict = {}
     n = engine.cfg.steps_per_sync
     while queue or any(t is not None for t in slot_traj):
         if queue and any(t is None for t in slot_traj):
-            state = _refill(engine, state, queue, slot_traj, budget, counters, prefixes)
+            state = _refill(engine, state, queue, slot_traj, budget, counters, prefixes, images)
         longest = max(len(t.prompt) + len(t.response) for t in slot_traj if t is not None)
         state, out = engine.generate(engine.params, state, n, max_context=longest + n)
         out = jax.device_get(out)
@@ -276,6 +302,7 @@ def collect(
     key,
     buffer: RolloutBuffer | None = None,
     pad_groups_to: int = 1,
+    images: dict | None = None,
 ):
     """Samples K responses per request (plus the buffered groups' remaining tokens).
 
@@ -292,6 +319,9 @@ def collect(
     buffer: the partial-rollout buffer returned by the previous call (None = empty).
     pad_groups_to: round the number of returned groups up to a multiple of this with
       all-masked padding groups (bucket batch sizes so the trainer compiles once).
+    images (model.vision): request id -> image patches [m, Np, C] of that prompt, which
+      holds m * Np image placeholder tokens; requests not in it are text-only. Buffered
+      requests need their entry again. The image prefix is computed once per prompt.
 
     Returns (rollouts, group_ids, new_buffer, stats): group_ids[g] is the request id of
     group g; stats is a flat dict of floats. Without cfg.partial every trajectory runs
@@ -309,6 +339,8 @@ def collect(
     buffer = RolloutBuffer() if buffer is None else buffer
     _check_buffer(buffer, k, cfg)
     parsed = _parse_requests(requests, cfg, engine.model_cfg.vocab_size, set(buffer.request_ids))
+    if images is not None:
+        _check_images(parsed, buffer, images, engine.model_cfg)
 
     groups = [[_copy(t) for t in g] for g in buffer.groups]
     ids = [rid for rid, _, _ in parsed for _ in range(k)]
@@ -323,7 +355,7 @@ def collect(
     counters = _Counters()
     slot_traj = [None] * engine.cfg.slots
     n_queued = len(queue)
-    _decode_all(engine, queue, slot_traj, budget, iteration, counters)
+    _decode_all(engine, queue, slot_traj, budget, iteration, counters, images)
 
     complete = [g for g in groups if all(t.done for t in g)]
     waiting = tuple(tuple(g) for g in groups if not all(t.done for t in g))

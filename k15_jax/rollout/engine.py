@@ -124,6 +124,7 @@ class RolloutEngine:
         baked = {
             "generate": (self._static,),
             "prefill": (self.model_cfg, self.cache_len),
+            "prefill_images": (self.model_cfg, self.cache_len),
             "insert": (),
             "init": (
                 self.model_cfg,
@@ -156,6 +157,14 @@ class RolloutEngine:
             return jax.jit(
                 lambda p, t, n, last: prefill_kv(st, self.cache_len, p, t, n, last),
                 in_shardings=(ps, tok, row, row),
+                out_shardings=fs,
+            )
+        if name == "prefill_images":
+            fs, row = self.prefix_shardings, self.prefix_shardings.lengths
+            tok, img = self._sharding(("batch", None)), self._sharding(("batch", None, None, None))
+            return jax.jit(
+                lambda p, t, n, last, im: prefill_kv(st, self.cache_len, p, t, n, last, im),
+                in_shardings=(ps, tok, row, row, img),
                 out_shardings=fs,
             )
         if name == "insert":
@@ -193,12 +202,14 @@ class RolloutEngine:
         """Empty slots (all inactive)."""
         return self._jit("init")()
 
-    def prefill(self, params, sequences: Sequence[Sequence[int]]) -> Prefix:
+    def prefill(self, params, sequences: Sequence[Sequence[int]], images=None) -> Prefix:
         """Prefills host token lists (each 1..C tokens) in one bucketed call -> Prefix.
 
         Rows beyond len(sequences) are padding. Bucketing: P to batch_shards * 2^j (capped at
         the slot count; the driver calls it with `prefill_chunks` sizes, so nothing is
         padded), Tp to `prefill_bucket`, so few shapes ever compile.
+        images (model.vision): per sequence None or patches [m, Np, C], m <= max_images,
+        one image per m * Np placeholder tokens; None for all is the text-only path.
         """
         C = self.cache_len
         for i, s in enumerate(sequences):
@@ -216,7 +227,13 @@ class RolloutEngine:
             tokens[i, : len(s) - 1] = s[:-1]
             lengths[i] = len(s) - 1
             last[i] = s[-1]
-        return self._jit("prefill")(params, tokens, lengths, last)
+        if images is None or all(im is None for im in images):
+            return self._jit("prefill")(params, tokens, lengths, last)
+        from k15_jax.data.images import pad_images
+
+        v = self.model_cfg.vision
+        batch = pad_images(list(images) + [None] * (P - len(images)), v.max_images, v)
+        return self._jit("prefill_images")(params, tokens, lengths, last, batch)
 
     def prefill_bucket(self, length: int) -> int:
         """Padded prefill length of a sequence of `length` tokens (its last token is fed by

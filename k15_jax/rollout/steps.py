@@ -161,13 +161,15 @@ def decode_chunk(st: Static, n_steps: int, span, params, state: DecodeState, sto
     return state, StepOutput(toks, lps, valid, state.finish, steps)
 
 
-def prefill_kv(st: Static, cache_len: int, params, tokens, lengths, last):
+def prefill_kv(st: Static, cache_len: int, params, tokens, lengths, last, images=None):
     """tokens [P, Tp] right-padded, lengths [P] (may be 0), last [P] -> Prefix.
 
     KV come out head-major and zero-padded to the cache length C, so `insert` compiles
-    once per P bucket rather than per (P, Tp).
+    once per P bucket rather than per (P, Tp). images [P, M, Np, C] (model.vision): their
+    features go in at the image placeholder tokens, so the K slots a prefix is inserted
+    into share one image encoding.
     """
-    _, (k, v) = forward_hidden(params, st.model, tokens, return_kv=True)
+    _, (k, v) = forward_hidden(params, st.model, tokens, return_kv=True, images=images)
     pad = ((0, 0), (0, 0), (0, cache_len - tokens.shape[1]), (0, 0), (0, 0))
     k, v = jnp.pad(k, pad), jnp.pad(v, pad)
     k, v = k.transpose(0, 1, 3, 2, 4), v.transpose(0, 1, 3, 2, 4)  # head-major

@@ -55,6 +55,7 @@ class Setup:
     template: object
     run_dir: Path
     eval_engine: object = None
+    vision: object = None  # train.vision.VisionData when vision.enabled (image prompts)
 
 
 def build(cfg) -> Setup:
@@ -69,6 +70,14 @@ def build(cfg) -> Setup:
     model = model.replace(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
     mesh = make_mesh(cfg.mesh)
     suite = SyntheticSuite(OmegaConf.to_object(cfg.data.synthetic))
+    vision = None
+    if cfg.vision.enabled:  # an image encoder in the policy; visual tasks join the pool
+        from k15_jax.train.vision import VisionData
+        from k15_jax.train.vision_config import check, vision_model_config
+
+        check(cfg, tokenizer.vocab_size)
+        model = model.replace(vision=vision_model_config(cfg.vision))
+        vision = VisionData(cfg.vision, model.vision, suite)
     run_dir = Path(cfg.trainer.run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     _lock(run_dir, jax.process_index())
@@ -79,9 +88,10 @@ def build(cfg) -> Setup:
         train_shardings=param_shardings(model, mesh, TRAIN_RULES),
         tokenizer=tokenizer,
         suite=suite,
-        pool=suite.train_pool(),
+        pool=suite.train_pool() + (vision.suite.train_pool() if vision else []),
         template=template(cfg.data.template),
         run_dir=run_dir,
+        vision=vision,
     )
 
 
@@ -110,6 +120,8 @@ def sft_examples(s: Setup, step: int) -> list[tuple[list[int], list[int]]]:
     rng = np.random.default_rng([s.cfg.trainer.seed, 1, step])
     n = s.cfg.sft.rows * max(1, s.cfg.sft.row_len // 40)
     tok = s.tokenizer
+    if s.vision:  # (prompt, response, task): the task carries the images
+        return s.vision.sft_examples(n, rng, tok, s.template)
     return [
         (tok.encode(render(s.template, t.prompt), bos=True), tok.encode(s.suite.demonstration(t), eos=True))
         for t in s.suite.sft_tasks(n, rng)
@@ -127,9 +139,13 @@ def run_sft(s: Setup, params, opt_state, state: RunState, ckpt: Checkpoints,
     step_fn = sft.make_step(s.model, optimizer, c.microbatches)
     bar = progress(c.steps, "SFT warm-up", initial=state.sft_step)
     while state.sft_step < c.steps:
-        tokens, seg, mask, _ = sft.pack(sft_examples(s, state.sft_step), c.rows, c.row_len,
-                                        s.tokenizer.pad_id)
+        examples, where = sft_examples(s, state.sft_step), []
+        tokens, seg, mask, _ = sft.pack([e[:2] for e in examples], c.rows, c.row_len,
+                                        s.tokenizer.pad_id, where)
         batch = [distributed.global_batch(x, s.mesh) for x in (tokens, seg, mask)]
+        if s.vision:  # each packed row's images, in the order of its placeholders
+            imgs = s.vision.packed_images([e[2] for e in examples], where, c.rows, c.row_len)
+            batch.append(distributed.global_batch(imgs, s.mesh))
         params, opt_state, m = step_fn(params, opt_state, *batch)
         state.sft_step += 1
         bar.update(1)
@@ -152,16 +168,18 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     rng = np.random.default_rng([cfg.trainer.seed, 2, it])
     bands = np.array([t.band for t in s.pool])
     idx = samplers.draw(state.sampler, bands, cfg.sampler.batch_prompts, rng, cfg.sampler, it)
-    requests = [
-        (f"{i}:{it}:{j}", s.tokenizer.encode(render(s.template, s.pool[i].prompt), bos=True))
-        for j, i in enumerate(idx)
-    ]
+    requests = [(f"{i}:{it}:{j}", _prompt_ids(s, s.pool[i])) for j, i in enumerate(idx)]
     # 2. roll out K responses per prompt (partial rollouts continue the buffer's trajectories)
     key = jax.random.fold_in(jax.random.key(cfg.trainer.seed), it)
     buffer = RolloutBuffer.from_state(state.buffer) if state.buffer else RolloutBuffer()
+    images = None
+    if s.vision:  # image patches per request id (one image prefix per prompt, shared by K)
+        ids = [r[0] for r in requests] + buffer.request_ids
+        images = {r: s.vision.images(s.pool[int(r.split(":")[0])]) for r in ids}
     rollouts, group_ids, buffer, rstats = driver.collect(
         engine, requests, k=cfg.sampler.samples_per_prompt, cfg=fns["rollout_cfg"],
         iteration=it, key=key, buffer=buffer, pad_groups_to=cfg.sampler.batch_prompts,
+        images=images,
     )
     t_roll = time.time()
     # 3. rewards: verifier + length penalty + repeat penalty
@@ -185,7 +203,9 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     full_rewards[:n_groups] = rewards
     # 4. update: M steps from pi_theta_i with a fresh optimizer state
     glob = lambda x: distributed.global_batch(x, s.mesh)  # each process feeds its rows
-    trainer_ref = fns["ref_logp"](params, glob(rollouts.tokens))
+    # the loss forward sees the images the rollout's prefill saw, row by row
+    imgs = [glob(s.vision.batch([t for t in tasks for _ in range(K)], B * K))] if s.vision else []
+    trainer_ref = fns["ref_logp"](params, glob(rollouts.tokens), *imgs)
     ref = trainer_ref if cfg.algo.trainer_ref_logp else glob(rollouts.logp)
     mask = rl_step.loss_mask(rollouts.response_mask, rollouts.version, full_rewards, it, cfg.algo)
     mask[n_groups * K:] = 0.0
@@ -193,7 +213,7 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     if mask.sum() > 0:
         opt_state = distributed.replicate_scalars(fns["optimizer"].init(params), s.mesh)
         params, _, metrics = fns["update"](params, opt_state, glob(rollouts.tokens), ref,
-                                           glob(full_rewards), glob(mask))
+                                           glob(full_rewards), glob(mask), *imgs)
         metrics = {k: float(v) for k, v in metrics.items()}
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(
@@ -227,7 +247,19 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     for band in sorted(set(t.band for t in tasks)):
         sel = np.array([t.band == band for t in tasks])
         metrics[f"train/acc/{band}"] = float(correct[sel].mean())
+    if s.vision:
+        for mod in ("text", "image"):
+            sel = np.array([t.meta.get("modality", "text") == mod for t in tasks])
+            if sel.any():
+                metrics[f"train/acc/modality/{mod}"] = float(correct[sel].mean())
     return params, engine, metrics
+
+
+def _prompt_ids(s: Setup, task) -> list[int]:
+    """Model input ids of a task: text, or image placeholders then text (vision runs)."""
+    if s.vision:
+        return s.vision.prompt_ids(s.tokenizer, s.template, task)
+    return s.tokenizer.encode(render(s.template, task.prompt), bos=True)
 
 
 def rl_machinery(s: Setup, params) -> tuple[object, dict]:
@@ -334,13 +366,28 @@ def _initial_params(s: Setup):
         from k15_jax.model.hf import load_hf
 
         _, params = load_hf(s.cfg.trainer.init_from_hf, shardings=s.train_shardings)
-        return params
-    return init_params(s.model, jax.random.key(s.cfg.trainer.seed), s.train_shardings)
+        if not s.vision:
+            return params
+        key = jax.random.key(s.cfg.trainer.seed)  # the decoder checkpoint has no vision part
+        params["vision"] = init_params(s.model, key, s.train_shardings)["vision"]
+    else:
+        params = init_params(s.model, jax.random.key(s.cfg.trainer.seed), s.train_shardings)
+    if s.vision and s.cfg.vision.init_from_hf:  # a pretrained SigLIP tower
+        from k15_jax.model.siglip import load_siglip
+
+        _, tower = load_siglip(s.cfg.vision.init_from_hf, s.model.vision)
+        params["vision"]["tower"] = jax.device_put(tower, s.train_shardings["vision"]["tower"])
+    return params
 
 
 def _evaluate(s: Setup, engine, writer: MetricsWriter, iteration: int) -> dict:
     s.eval_engine.params = engine.params
-    res = evaluate(s.eval_engine, s, s.cfg.trainer.eval_per_band)
+    if s.vision:
+        from k15_jax.train.vision_eval import evaluate_vision
+
+        res = evaluate_vision(s.eval_engine, s, s.cfg.trainer.eval_per_band)
+    else:
+        res = evaluate(s.eval_engine, s, s.cfg.trainer.eval_per_band)
     record = {"phase": "eval", "iteration": iteration}
     for band, (acc, length) in res.items():
         record[f"eval/acc/{band}"] = acc

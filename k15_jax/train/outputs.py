@@ -31,12 +31,28 @@ def write_outputs(setup, params, state, writer, engine) -> dict:
     hf_dir = run / "final" / "hf"
     export_hf(params, setup.model, hf_dir)
     setup.tokenizer.save_hf(hf_dir)
+    if setup.vision:  # the trained tower as a transformers SiglipVisionModel, and the projector
+        from k15_jax.model.siglip import export_siglip
+
+        export_siglip(params["vision"], setup.model.vision, run / "final" / "vision")
     (run / "eval").mkdir(exist_ok=True)
     with (run / "eval" / "heldout.jsonl").open("w") as f:
         for prompt, ref, band in heldout(setup, setup.cfg.trainer.eval_per_band):
             f.write(json.dumps({"prompt": prompt, "reference": ref, "band": band}) + "\n")
+        if setup.vision:  # image prompts: the task id names the rendered scene or the file
+            for t, band in setup.vision.eval_items(setup.cfg.trainer.eval_per_band, []):
+                if t.meta.get("modality") == "image":
+                    row = {"prompt": t.prompt, "reference": t.reference, "band": band,
+                           "modality": "image", "id": t.id}
+                    f.write(json.dumps(row) + "\n")
     plot_run(writer.records(), run)
     out = summary(setup, state)
+    if setup.vision:  # accuracy per modality, text vs image on the same problems
+        from k15_jax.train.vision_eval import plot_modalities, vision_summary
+
+        plot_modalities(writer.records(), run)
+        ev = out["eval_accuracy_by_band"]
+        out.update(vision_summary(setup, ev["start"], ev["end"]))
     (run / "summary.json").write_text(json.dumps(out, indent=2))
     print_table(out)
     return out

@@ -50,11 +50,15 @@ def loss_mask(response_mask, version, rewards, iteration: int, cfg: AlgoConfig) 
 
 
 def make_reference_logprobs(model_cfg: ModelConfig):
-    """Jitted (params, tokens [N, T]) -> log pi_theta_i(tokens) [N, T]."""
-    return jax.jit(lambda params, tokens: token_logprobs(params, model_cfg, tokens))
+    """Jitted (params, tokens [N, T], images [N, M, P, C] or None) -> log pi_theta_i [N, T]."""
+    return jax.jit(
+        lambda params, tokens, images=None: token_logprobs(params, model_cfg, tokens, images=images)
+    )
 
 
-def accumulated_grads(params, model_cfg: ModelConfig, loss_of_logp, tokens, microbatches: int):
+def accumulated_grads(
+    params, model_cfg: ModelConfig, loss_of_logp, tokens, microbatches: int, images=None
+):
     """Loss and gradient by the chain rule through per-micro-batch log-probs, for any loss.
 
         logp   = token_logprobs(params, tokens)            m passes of N/m rows, no grad
@@ -63,27 +67,32 @@ def accumulated_grads(params, model_cfg: ModelConfig, loss_of_logp, tokens, micr
 
     Exact for every loss (group baselines and normalisers see the whole batch), at the cost
     of one extra forward pass; the activations held at once are those of N/m sequences.
-    loss_of_logp: logp [N, T] -> (loss, metrics). Returns ((loss, metrics), grads).
+    loss_of_logp: logp [N, T] -> (loss, metrics). images [N, M, P, C] are split with the
+    rows. Returns ((loss, metrics), grads).
     """
     micro = split_micro(tokens, microbatches)  # [m, N/m, T]
-    logp = jax.lax.map(lambda tok: token_logprobs(params, model_cfg, tok), micro)
+    micro_img = None if images is None else split_micro(images, microbatches)
+    lp = lambda p, tok, img: token_logprobs(p, model_cfg, tok, images=img)
+    logp = jax.lax.map(lambda xs: lp(params, *xs), (micro, micro_img))
     logp = logp.swapaxes(0, 1).reshape(tokens.shape)  # undo the interleaving
     (loss, metrics), g = jax.value_and_grad(loss_of_logp, has_aux=True)(logp)
 
     def body(acc, xs):
-        tok, g_j = xs
-        _, vjp = jax.vjp(lambda p: token_logprobs(p, model_cfg, tok), params)
+        tok, img, g_j = xs
+        _, vjp = jax.vjp(lambda p: lp(p, tok, img), params)
         return jax.tree.map(jnp.add, acc, vjp(g_j)[0]), None
 
     zero = jax.tree.map(jnp.zeros_like, params)
-    grads, _ = jax.lax.scan(body, zero, (micro, split_micro(g, microbatches)))
+    grads, _ = jax.lax.scan(body, zero, (micro, micro_img, split_micro(g, microbatches)))
     return (loss, metrics), grads
 
 
 def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
-    """Jitted (params, opt_state, tokens, ref_logp, rewards, mask) -> (params, opt_state, m).
+    """Jitted (params, opt_state, tokens, ref_logp, rewards, mask[, images]) -> (params,
+    opt_state, m).
 
-    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]. Runs M steps in a scan;
+    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]; images [N, M, P, C]
+    (model.vision; None for text) as the rollout's prefill saw them. Runs M steps in a scan;
     cfg.microbatches > 1 accumulates each step's gradient (`accumulated_grads`).
     """
     loss_fn = LOSSES[cfg.loss.name]
@@ -95,24 +104,27 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
         return loss_fn(logp.reshape(shape), ref_logp.reshape(shape), rewards, mask.reshape(shape),
                        **options)
 
-    def objective(params, tokens, ref_logp, rewards, mask):
-        return loss_of_logp(token_logprobs(params, model_cfg, tokens), ref_logp, rewards, mask)
+    def objective(params, tokens, ref_logp, rewards, mask, images):
+        logp = token_logprobs(params, model_cfg, tokens, images=images)
+        return loss_of_logp(logp, ref_logp, rewards, mask)
 
-    def value_and_grad(params, tokens, ref_logp, rewards, mask):
+    def value_and_grad(params, tokens, ref_logp, rewards, mask, images):
         if cfg.microbatches == 1:
             return jax.value_and_grad(objective, has_aux=True)(
-                params, tokens, ref_logp, rewards, mask
+                params, tokens, ref_logp, rewards, mask, images
             )
         return accumulated_grads(
             params, model_cfg, lambda lp: loss_of_logp(lp, ref_logp, rewards, mask), tokens,
-            cfg.microbatches,
+            cfg.microbatches, images,
         )
 
     @jax.jit
-    def update(params, opt_state, tokens, ref_logp, rewards, mask):
+    def update(params, opt_state, tokens, ref_logp, rewards, mask, images=None):
         def one(carry, _):
             params, opt_state = carry
-            (loss, metrics), grads = value_and_grad(params, tokens, ref_logp, rewards, mask)
+            (loss, metrics), grads = value_and_grad(
+                params, tokens, ref_logp, rewards, mask, images
+            )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
             return (optax.apply_updates(params, updates), opt_state), metrics

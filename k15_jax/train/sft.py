@@ -29,11 +29,14 @@ class SFTConfig:
     microbatches: int = 1  # gradient accumulation: rows split into this many passes
 
 
-def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, pad_id: int):
+def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, pad_id: int,
+         placement: list | None = None):
     """First-fit packing. Returns tokens, segment_ids, loss_mask, each [rows, row_len].
 
     Segment ids start at 1 (0 marks padding); loss_mask is 1 on response tokens.
     Examples that do not fit in the remaining rows are dropped (counted in the return).
+    placement (optional list): gets each example's row (-1 if dropped), in order, so that
+    per-example data (images) can follow its tokens.
     """
     tokens = np.full((rows, row_len), pad_id, np.int32)
     seg = np.zeros((rows, row_len), np.int32)
@@ -50,8 +53,12 @@ def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, p
         free = np.flatnonzero(fill + n <= row_len)
         if len(free) == 0:
             dropped += 1
+            if placement is not None:
+                placement.append(-1)
             continue
         r, s = free[0], fill[free[0]]
+        if placement is not None:
+            placement.append(int(r))
         tokens[r, s : s + n] = prompt + response
         n_seg[r] += 1
         seg[r, s : s + n] = n_seg[r]
@@ -60,9 +67,10 @@ def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, p
     return tokens, seg, mask, dropped
 
 
-def sft_loss(params, cfg: ModelConfig, tokens, segment_ids, mask):
-    """Mean NLL over masked tokens. tokens, segment_ids, mask: [R, L]."""
-    logp = token_logprobs(params, cfg, tokens, segment_ids=segment_ids)
+def sft_loss(params, cfg: ModelConfig, tokens, segment_ids, mask, images=None):
+    """Mean NLL over masked tokens. tokens, segment_ids, mask: [R, L]; images [R, M, P, C]
+    (model.vision): each row's images in the order of its placeholders."""
+    logp = token_logprobs(params, cfg, tokens, segment_ids=segment_ids, images=images)
     nll = -jnp.sum(jnp.where(mask > 0, logp, 0.0)) / jnp.maximum(mask.sum(), 1.0)
     return nll, {"sft/nll": nll, "sft/tokens": mask.sum()}
 
@@ -91,7 +99,9 @@ def split_micro(x: jax.Array, microbatches: int) -> jax.Array:
     return x.reshape(R // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
 
 
-def accumulated_grads(params, cfg: ModelConfig, tokens, segment_ids, mask, microbatches: int):
+def accumulated_grads(
+    params, cfg: ModelConfig, tokens, segment_ids, mask, microbatches: int, images=None
+):
     """`sft_loss` and its gradient, summed over micro-batches of rows (gradient accumulation).
 
         nll = sum_j sum_{t in micro j} mask * (-logp) / max(sum(mask), 1)
@@ -102,8 +112,8 @@ def accumulated_grads(params, cfg: ModelConfig, tokens, segment_ids, mask, micro
     """
     denom = jnp.maximum(mask.sum(), 1.0)
 
-    def micro_loss(p, tok, seg, m):
-        logp = token_logprobs(p, cfg, tok, segment_ids=seg)
+    def micro_loss(p, tok, seg, m, img):
+        logp = token_logprobs(p, cfg, tok, segment_ids=seg, images=img)
         return -jnp.sum(jnp.where(m > 0, logp, 0.0)) / denom
 
     def body(acc, xs):
@@ -112,6 +122,7 @@ def accumulated_grads(params, cfg: ModelConfig, tokens, segment_ids, mask, micro
 
     zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
     batch = tuple(split_micro(x, microbatches) for x in (tokens, segment_ids, mask))
+    batch += (None if images is None else split_micro(images, microbatches),)
     (nll, grads), _ = jax.lax.scan(body, zero, batch)
     return (nll, {"sft/nll": nll, "sft/tokens": mask.sum()}), grads
 
@@ -124,13 +135,13 @@ def make_step(model_cfg: ModelConfig, optimizer: optax.GradientTransformation,
     """
 
     @jax.jit
-    def step(params, opt_state, tokens, segment_ids, mask):
+    def step(params, opt_state, tokens, segment_ids, mask, images=None):
         if microbatches == 1:
             grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
-            (_, metrics), grads = grad_fn(params, model_cfg, tokens, segment_ids, mask)
+            (_, metrics), grads = grad_fn(params, model_cfg, tokens, segment_ids, mask, images)
         else:
             (_, metrics), grads = accumulated_grads(
-                params, model_cfg, tokens, segment_ids, mask, microbatches
+                params, model_cfg, tokens, segment_ids, mask, microbatches, images
             )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         metrics["sft/grad_norm"] = optax.global_norm(grads)
