@@ -40,6 +40,17 @@ def group_curves(runs: list[dict], phase: str, key: str):
     return np.array(common), ys.mean(0), ys.min(0), ys.max(0)
 
 
+def group_changes(runs: list[dict], key: str):
+    """Like group_curves for the eval curve `key`, each run less its own start value: runs of
+    one seed share their start (one SFT), so the seed-to-seed spread of the start drops out."""
+    shifted = []
+    for r in runs:
+        x, y = curve(r["records"], "eval", key)
+        recs = [{"phase": "eval", "iteration": i, key: v - y[0]} for i, v in zip(x, y)]
+        shifted.append({"records": recs})
+    return group_curves(shifted, "eval", key)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -52,7 +63,7 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     hardest = next(iter(groups.values()))[0]["summary"]["hardest_band"]
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     panels = [
         ("eval", f"eval/acc/{hardest}", f"held-out accuracy, {hardest}"),
         ("rl", "train/reward_mean", "training reward"),
@@ -65,13 +76,22 @@ def main(argv=None) -> None:
             ax.fill_between(x, lo, hi, alpha=0.2)
         ax.set(xlabel="RL iteration", title=title)
         ax.legend(fontsize=8)
+    ax = axes[3]
+    for name, runs in groups.items():
+        x, mean, lo, hi = group_changes(runs, f"eval/acc/{hardest}")
+        ax.plot(x, mean, label=f"{name} (n={len(runs)})")
+        ax.fill_between(x, lo, hi, alpha=0.2)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set(xlabel="RL iteration", title=f"{hardest} change from the start of RL, per seed")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "comparison.png", dpi=110)
 
     bands = list(next(iter(groups.values()))[0]["summary"]["eval_accuracy_by_band"]["end"])
     lines = [
-        "| experiment | seeds | " + " | ".join(f"{b} start -> end" for b in bands) + " |",
-        "|---|---|" + "---|" * len(bands),
+        "| experiment | seeds | " + " | ".join(f"{b} start -> end" for b in bands)
+        + f" | {hardest} change per seed |",
+        "|---|---|" + "---|" * (len(bands) + 1),
     ]
     for name, runs in groups.items():
         cells = []
@@ -79,6 +99,10 @@ def main(argv=None) -> None:
             s = np.array([r["summary"]["eval_accuracy_by_band"]["start"][b] for r in runs])
             e = np.array([r["summary"]["eval_accuracy_by_band"]["end"][b] for r in runs])
             cells.append(f"{s.mean():.1%} -> {e.mean():.1%} (±{e.std():.1%})")
+        acc = [r["summary"]["eval_accuracy_by_band"] for r in runs]
+        changes = ", ".join(
+            f"{100 * (a['end'][hardest] - a['start'][hardest]):+.0f}" for a in acc)
+        cells.append(f"{changes} pts")
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (args.out / "comparison.md").write_text(table + "\n")

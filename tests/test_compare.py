@@ -33,9 +33,14 @@ def test_compare_means_over_seeds(tmp_path, capsys):
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert "| curriculum | 2 |" in table and "25.0% -> 70.0%" in table
     assert "| uniform | 1 |" in table and "20.0% -> 40.0%" in table
+    assert "+40, +50 pts" in table and "+20 pts" in table
     assert (tmp_path / "out" / "comparison.png").stat().st_size > 1000
     x, mean, lo, hi = compare.group_curves(
         [compare.load_run(r) for r in runs[:2]], "rl", "train/reward_mean")
     np.testing.assert_allclose(mean, [0.5, 0.6, 0.7])
     np.testing.assert_allclose(hi - lo, [1.0, 1.0, 1.0])
+    x, mean, lo, hi = compare.group_changes([compare.load_run(r) for r in runs[:2]], "eval/acc/add5")
+    np.testing.assert_allclose(x, [0, 3])
+    np.testing.assert_allclose(mean, [0.0, 0.45])  # (0.6 - 0.2 + 0.8 - 0.3) / 2
+    np.testing.assert_allclose(hi, [0.0, 0.5])
     assert "curriculum" in capsys.readouterr().out
