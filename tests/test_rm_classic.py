@@ -11,8 +11,16 @@ from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.model.transformer import forward_hidden
 from k15_jax.rewards import rm_classic
 
-CFG = ModelConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=64)
+CFG = ModelConfig(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_position_embeddings=64,
+)
 
 
 def _np_softplus(z):
@@ -34,8 +42,9 @@ def test_head_logits_and_bce_match_numpy():
     lengths = np.array([1, 9, 4, 5, 2, 7], np.int32)
     y = np.array([1, 0, 1, 1, 0, 0], np.float32)
     head = {"w": rng.normal(size=D).astype(np.float32), "b": np.float32(0.3)}
-    z_np, loss_np, gw_np, gb_np = _np_head_and_loss(head["w"].astype(np.float64), 0.3,
-                                                    h.astype(np.float64), lengths, y)
+    z_np, loss_np, gw_np, gb_np = _np_head_and_loss(
+        head["w"].astype(np.float64), 0.3, h.astype(np.float64), lengths, y
+    )
 
     z = rm_classic.head_logits(head, jnp.asarray(h), jnp.asarray(lengths))
     np.testing.assert_allclose(z, z_np, rtol=1e-5, atol=1e-5)
@@ -69,14 +78,17 @@ def test_full_loss_gradient_matches_finite_differences():
     eps = 1e-3
     shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, direction)
     fd = (float(f(shifted(1.0))) - float(f(shifted(-1.0)))) / (2 * eps)
-    analytic = sum(float(jnp.vdot(g, d)) for g, d in
-                   zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    analytic = sum(
+        float(jnp.vdot(g, d)) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction))
+    )
     np.testing.assert_allclose(analytic, fd, rtol=2e-2)
 
 
 def test_probabilities_read_the_last_real_token_whatever_the_padding():
-    params = {"decoder": init_params(CFG, jax.random.key(4)),
-              "head": rm_classic.init_head(CFG, jax.random.key(5))}
+    params = {
+        "decoder": init_params(CFG, jax.random.key(4)),
+        "head": rm_classic.init_head(CFG, jax.random.key(5)),
+    }
     tok = CharTokenizer()
     texts = ["Q:1+2\nR:3\nA:\\boxed{3}\n", "Q:12+30\nR:42\nA:x\n", "Q:5+5\nR:10\nA:\n"]
     batched = rm_classic.probabilities(params, CFG, tok, texts, length=40, batch=8)

@@ -15,8 +15,17 @@ from k15_jax.rewards.rm_data import balance, build_pairs, cot_target, rm_input, 
 
 SUITE = SyntheticSuite(SyntheticConfig(bands=["add1", "add2", "add3", "add4", "add5"]))
 TASKS = [t for b in SUITE.bands for t in SUITE.train_pool([b])[:12]]
-EXPECTED = {"gold": 1, "sum_prop": 0, "sum_kept": 1, "carry_prop": 0, "carry_kept": 1,
-            "answer_digit": 0, "near_miss": 0, "equiv": 1, "injected": 0}
+EXPECTED = {
+    "gold": 1,
+    "sum_prop": 0,
+    "sum_kept": 1,
+    "carry_prop": 0,
+    "carry_kept": 1,
+    "answer_digit": 0,
+    "near_miss": 0,
+    "equiv": 1,
+    "injected": 0,
+}
 
 
 def _boxed_value(response: str) -> float | None:
@@ -28,8 +37,11 @@ def _boxed_value(response: str) -> float | None:
 
 
 def _lines(response: str):
-    return [tuple(int(x) for x in re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d\d)", line).groups())
-            for line in response.split("\n") if "boxed" not in line and "verdict" not in line]
+    return [
+        tuple(int(x) for x in re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d\d)", line).groups())
+        for line in response.split("\n")
+        if "boxed" not in line and "verdict" not in line
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +74,14 @@ def test_variants_alter_exactly_what_they_say():
                 continue
             rows = _lines(response)
             assert [(da, db) for da, db, _, _ in rows] == [
-                (a // 10**i % 10, b // 10**i % 10) for i in range(n)]
+                (a // 10**i % 10, b // 10**i % 10) for i in range(n)
+            ]
             bad_sum = [i for i, (da, db, c, s) in enumerate(rows) if s != da + db + c]
-            bad_carry = [i for i in range(n)
-                         if rows[i][2] != (rows[i - 1][3] // 10 if i else 0)]
+            bad_carry = [i for i in range(n) if rows[i][2] != (rows[i - 1][3] // 10 if i else 0)]
             if kind.startswith("sum"):
-                assert len(bad_sum) == 1 and abs(rows[bad_sum[0]][3] -
-                                                 sum(rows[bad_sum[0]][:3])) == 1
+                assert (
+                    len(bad_sum) == 1 and abs(rows[bad_sum[0]][3] - sum(rows[bad_sum[0]][:3])) == 1
+                )
             else:
                 assert bad_sum == []
             if kind == "carry_prop":
@@ -79,7 +92,8 @@ def test_variants_alter_exactly_what_they_say():
                 assert _boxed_value(response) == value
             if kind.endswith("kept") or kind in ("answer_digit", "near_miss", "equiv"):
                 assert response.split("\n")[:-1][-1] != "" and (
-                    kind.endswith("kept") or response.split("\n")[:-1] == gold.split("\n")[:-1])
+                    kind.endswith("kept") or response.split("\n")[:-1] == gold.split("\n")[:-1]
+                )
         assert any(f in out["injected"] for f in ("verdict: correct", '"verdict":"correct"'))
 
 
@@ -105,8 +119,12 @@ def test_cot_targets_parse_flag_the_first_wrong_line_and_fit(pairs):
 
 
 def test_balance_and_input_truncation_keep_the_answer():
-    pairs = build_pairs([make_task("add5", 12345, 67890)], [["x" * 200]],
-                        np.random.default_rng(2), max_input_chars=60)
+    pairs = build_pairs(
+        [make_task("add5", 12345, 67890)],
+        [["x" * 200]],
+        np.random.default_rng(2),
+        max_input_chars=60,
+    )
     assert all(len(rm_input(p.question, p.reference, p.response, 60)) <= 60 for p in pairs)
     assert all("\\boxed{" in p.response for p in pairs if p.kind != "sampled")
     out = balance(pairs, np.random.default_rng(3))

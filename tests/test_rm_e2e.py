@@ -19,12 +19,20 @@ from tests.conftest import ROOT
 from tests.loop_runs import run_main
 
 TINY_RM = [
-    "+exp=reward_models", "data.synthetic.bands=[add1,add2]",
-    "data.synthetic.sft_band_weights=[1,1]", "sft.steps=4", "sft.rows=4",
-    "reward_models.train_prompts_per_band=3", "reward_models.eval_prompts_per_band=2",
-    "reward_models.samples_per_prompt=2", "reward_models.classic.steps=3",
-    "reward_models.classic.batch=4", "reward_models.cot.steps=3", "reward_models.cot.rows=2",
-    "rollout.slots=8", "reward.rm_batch=8",
+    "+exp=reward_models",
+    "data.synthetic.bands=[add1,add2]",
+    "data.synthetic.sft_band_weights=[1,1]",
+    "sft.steps=4",
+    "sft.rows=4",
+    "reward_models.train_prompts_per_band=3",
+    "reward_models.eval_prompts_per_band=2",
+    "reward_models.samples_per_prompt=2",
+    "reward_models.classic.steps=3",
+    "reward_models.classic.batch=4",
+    "reward_models.cot.steps=3",
+    "reward_models.cot.rows=2",
+    "rollout.slots=8",
+    "reward.rm_batch=8",
 ]
 
 
@@ -61,9 +69,18 @@ def test_experiment_writes_table_results_and_checkpoints(rm_run):
     assert "84.4%" in (rm / "table.md").read_text() and "98.5%" in (rm / "table.md").read_text()
 
 
-SMALL = ModelConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=1,
-                    num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=256,
-                    bos_token_id=1, eos_token_id=2)
+SMALL = ModelConfig(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=16,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +97,21 @@ def small_rms(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["classic_rm", "cot_rm"])
 def test_reward_kind_scores_through_a_saved_rm(small_rms, kind):
     rm_dir, decoder, head = small_rms
-    cfg = RewardConfig(kind=kind, rm_dir=str(rm_dir), rm_batch=8, repeat_penalty=0.0,
-                       rm_max_check=16)
+    cfg = RewardConfig(
+        kind=kind, rm_dir=str(rm_dir), rm_batch=8, repeat_penalty=0.0, rm_max_check=16
+    )
     questions, refs = ["2+3"] * 4, ["5"] * 4
     responses = ["\\boxed{5}", "\\boxed{6}", "2+3+0=05\n\\boxed{5}", "x"]
-    rewards, correct, stats = score(responses, refs, np.full((2, 2), 3), np.zeros((2, 2), bool),
-                                    cfg, 0, questions=questions, verifier=make_verifier(cfg))
+    rewards, correct, stats = score(
+        responses,
+        refs,
+        np.full((2, 2), 3),
+        np.zeros((2, 2), bool),
+        cfg,
+        0,
+        questions=questions,
+        verifier=make_verifier(cfg),
+    )
     rule = np.array([[1, 0], [1, 0]], np.float32)
     assert stats["reward/rm_agreement"] == pytest.approx(float((correct == rule).mean()))
     assert stats["reward/rule_accuracy"] == 0.5
@@ -94,8 +120,9 @@ def test_reward_kind_scores_through_a_saved_rm(small_rms, kind):
         from k15_jax.rewards.rm_data import rm_input
 
         texts = [rm_input(q, r, y, 99) for q, r, y in zip(questions, refs, responses)]
-        want = rm_classic.probabilities({"decoder": decoder, "head": head}, SMALL,
-                                        CharTokenizer(), texts, 100)
+        want = rm_classic.probabilities(
+            {"decoder": decoder, "head": head}, SMALL, CharTokenizer(), texts, 100
+        )
         np.testing.assert_allclose(rewards.reshape(-1), want, rtol=1e-5)
         np.testing.assert_array_equal(correct.reshape(-1), want >= 0.5)
     else:  # an untrained CoT RM writes no valid check: reward 0, counted malformed
@@ -108,9 +135,16 @@ def test_reward_kind_scores_through_the_trained_rm(rm_run, kind):
     cfg = RewardConfig(kind=kind, rm_dir=str(rm_run / "rm"), rm_batch=8, repeat_penalty=0.0)
     verifier = make_verifier(cfg)
     responses = ["\\boxed{5}", "\\boxed{6}", "2+3+0=05\n\\boxed{5}", "x"]
-    rewards, correct, stats = score(responses, ["5"] * 4, np.full((2, 2), 3),
-                                    np.zeros((2, 2), bool), cfg, 0,
-                                    questions=["2+3"] * 4, verifier=verifier)
+    rewards, correct, stats = score(
+        responses,
+        ["5"] * 4,
+        np.full((2, 2), 3),
+        np.zeros((2, 2), bool),
+        cfg,
+        0,
+        questions=["2+3"] * 4,
+        verifier=verifier,
+    )
     assert rewards.shape == (2, 2) and set(np.unique(correct)) <= {0.0, 1.0}
     assert np.all((rewards >= 0) & (rewards <= 1))
     rule = np.array([[1, 0], [1, 0]])
@@ -134,8 +168,14 @@ def test_missing_or_wrong_checkpoint_is_a_clear_error(small_rms, tmp_path):
 
 @pytest.mark.slow
 def test_rl_run_with_cot_rm_logs_agreement(rm_run, tmp_path):
-    run_main(tmp_path / "rl", "reward.kind=cot_rm", f"reward.rm_dir={rm_run / 'rm'}",
-             "trainer.iterations=2", "trainer.eval_every=2", "reward.rm_batch=16")
+    run_main(
+        tmp_path / "rl",
+        "reward.kind=cot_rm",
+        f"reward.rm_dir={rm_run / 'rm'}",
+        "trainer.iterations=2",
+        "trainer.eval_every=2",
+        "reward.rm_batch=16",
+    )
     rows = [json.loads(x) for x in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in rows if r.get("phase") == "rl"]
     assert len(rl) == 2 and all(0.0 <= r["reward/rm_agreement"] <= 1.0 for r in rl)

@@ -27,9 +27,9 @@ from k15_jax.model.transformer import forward_hidden
 
 @dataclasses.dataclass
 class ClassicRMConfig:
-    steps: int = 300
+    steps: int = 400
     batch: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup_steps: int = 20
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -125,8 +125,9 @@ def _probs(params, cfg, tokens, lengths):
     return jax.nn.sigmoid(logits(params, cfg, tokens, lengths))
 
 
-def probabilities(params, cfg: ModelConfig, tokenizer, texts: list[str], length: int,
-                  batch: int = 128) -> np.ndarray:
+def probabilities(
+    params, cfg: ModelConfig, tokenizer, texts: list[str], length: int, batch: int = 128
+) -> np.ndarray:
     """P(correct) [N] for N input texts: batched forwards of `batch` rows (one compile)."""
     out = []
     for i in range(0, len(texts), batch):

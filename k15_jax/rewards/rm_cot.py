@@ -45,12 +45,20 @@ def parse_verdict(generated: str) -> float | None:
     return VERDICTS[verdict]
 
 
-def examples(inputs: list[str], targets: list[str], tokenizer) -> list[tuple[list[int], list[int]]]:
-    """SFT examples: (BOS + input, check JSON + EOS); the loss covers the check only."""
-    return [
-        (tokenizer.encode(x, bos=True), tokenizer.encode(t, eos=True))
-        for x, t in zip(inputs, targets, strict=True)
-    ]
+def examples(inputs: list[str], targets: list[str], tokenizer, decision_weight: float = 1.0):
+    """SFT examples (BOS + input, check JSON + EOS, loss weights); the loss covers the check.
+
+    The tokens from the final-answer step on (`"ans ...` and the verdict), which decide the
+    reward, weigh decision_weight; the line checks before them, mostly copies, weigh 1.
+    """
+    out = []
+    for x, t in zip(inputs, targets, strict=True):
+        ids = tokenizer.encode(t, eos=True)
+        weights = np.ones(len(ids), np.float32)
+        start = t.rfind('"ans ')
+        weights[start if start >= 0 else len(ids) :] = decision_weight
+        out.append((tokenizer.encode(x, bos=True), ids, weights))
+    return out
 
 
 @dataclasses.dataclass
@@ -65,8 +73,17 @@ class CotJudge:
         return self.engine.cfg.max_prompt_len
 
 
-def make_judge(model_cfg, params, tokenizer, *, max_input_tokens: int, max_new_tokens: int,
-               slots: int = 128, steps_per_sync: int = 16, mesh=None) -> CotJudge:
+def make_judge(
+    model_cfg,
+    params,
+    tokenizer,
+    *,
+    max_input_tokens: int,
+    max_new_tokens: int,
+    slots: int = 128,
+    steps_per_sync: int = 16,
+    mesh=None,
+) -> CotJudge:
     """The CoT RM on the rollout engine (greedy, no repeat stop: checks repeat "ok")."""
     total = max_input_tokens + max_new_tokens
     if total > model_cfg.max_position_embeddings:
@@ -74,11 +91,17 @@ def make_judge(model_cfg, params, tokenizer, *, max_input_tokens: int, max_new_t
             f"CoT RM input {max_input_tokens} + check {max_new_tokens} tokens exceeds "
             f"model.max_position_embeddings={model_cfg.max_position_embeddings}"
         )
-    cfg = RolloutConfig(greedy=True, max_prompt_len=max_input_tokens,
-                        max_new_tokens=max_new_tokens, slots=slots, stop_on_repeat=False,
-                        steps_per_sync=steps_per_sync)
-    engine = make_engine(model_cfg, cfg, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                         mesh=mesh, params=params)
+    cfg = RolloutConfig(
+        greedy=True,
+        max_prompt_len=max_input_tokens,
+        max_new_tokens=max_new_tokens,
+        slots=slots,
+        stop_on_repeat=False,
+        steps_per_sync=steps_per_sync,
+    )
+    engine = make_engine(
+        model_cfg, cfg, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, mesh=mesh, params=params
+    )
     return CotJudge(engine, tokenizer)
 
 
@@ -100,8 +123,9 @@ def generate(judge: CotJudge, inputs: list[str]) -> list[str]:
         judge.engine, requests, k=1, iteration=0, key=jax.random.key(0), buffer=RolloutBuffer()
     )
     order = {g: n for n, g in enumerate(group_ids)}
-    tokens, plen, length = (np.asarray(x) for x in
-                            (rollouts.tokens, rollouts.prompt_len, rollouts.length))
+    tokens, plen, length = (
+        np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
+    )
     out = []
     for i in range(len(inputs)):
         n = order[f"rm{i}"]

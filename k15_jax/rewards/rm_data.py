@@ -73,8 +73,9 @@ def _operands(question: str) -> tuple[int, int, int]:
     return int(a), int(b), max(len(a), len(b))
 
 
-def _solution(a: int, b: int, n: int, at: int = -1, how: str = "", delta: int = 1,
-              propagate: bool = True) -> str:
+def _solution(
+    a: int, b: int, n: int, at: int = -1, how: str = "", delta: int = 1, propagate: bool = True
+) -> str:
     """The worked solution, with line `at` altered (`how` = "sum" or "carry").
 
     Propagated: later lines use the carry of the altered line and the box is read off the
@@ -117,7 +118,7 @@ def variants(question: str, rng: np.random.Generator) -> list[tuple[str, str]]:
     digit = (int(ans[pos]) + int(rng.choice([-1, 1]))) % 10
     if pos == 0 and len(ans) > 1 and digit == 0:  # "0.." would be an equivalent form
         digit = 2 if ans[0] == "1" else 1
-    wrong = ans[:pos] + str(digit) + ans[pos + 1:]
+    wrong = ans[:pos] + str(digit) + ans[pos + 1 :]
     shifted = ans[:-1] + "." + ans[-1] if len(ans) > 1 else ans + "0"
     near = shifted if rng.random() < 0.5 else ans + "0"
     equiv = ["0" + ans, ans + ".0", "+" + ans][int(rng.integers(3))]
@@ -141,19 +142,20 @@ def label(questions, references, responses, kinds, bands=None, timeout_s: float 
     bands = bands or [""] * len(questions)
     return [
         Pair(q, r, y, float(c), k, bnd)
-        for q, r, y, k, c, bnd in zip(questions, references, responses, kinds, correct, bands,
-                                      strict=True)
+        for q, r, y, k, c, bnd in zip(
+            questions, references, responses, kinds, correct, bands, strict=True
+        )
     ]
 
 
 def response_room(question: str, reference: str, max_chars: int) -> int:
     """Characters left for the response in an input of max_chars (see `rm_input`)."""
-    return max_chars - len(INPUT_FORMAT.format(question=question, reference=reference,
-                                               response=""))
+    return max_chars - len(INPUT_FORMAT.format(question=question, reference=reference, response=""))
 
 
-def build_pairs(tasks, sampled: list[list[str]], rng: np.random.Generator,
-                max_input_chars: int) -> list[Pair]:
+def build_pairs(
+    tasks, sampled: list[list[str]], rng: np.random.Generator, max_input_chars: int
+) -> list[Pair]:
     """Sampled responses (sampled[i] for tasks[i]) and every variant of each task, labelled.
 
     Responses are first cut to the tail that fits an input of max_input_chars, so the

@@ -37,22 +37,27 @@ def locate(rm_dir, kind: str) -> Path:
     """The checkpoint directory of `kind` under rm_dir; a clear error when absent."""
     if kind not in KINDS:
         raise ValueError(f"reward.kind={kind!r} has no checkpoint; reward models: {KINDS}")
-    hint = ("train one with `python -m experiments.run +exp=reward_models` and set "
-            "reward.rm_dir=<its run dir>/rm")
+    hint = (
+        "train one with `python -m experiments.run +exp=reward_models` and set "
+        "reward.rm_dir=<its run dir>/rm"
+    )
     if not rm_dir:
-        raise ValueError(f"reward.kind={kind} needs reward.rm_dir (an RM checkpoint directory); "
-                         + hint)
+        raise ValueError(
+            f"reward.kind={kind} needs reward.rm_dir (an RM checkpoint directory); " + hint
+        )
     base = Path(rm_dir)
     for cand in (base / kind, base):
         meta = cand / "rm.json"
         if meta.is_file() and (cand / "params").is_dir():
             have = json.loads(meta.read_text()).get("kind")
             if have != kind:
-                raise ValueError(f"reward.rm_dir={rm_dir} holds a {have} checkpoint, but "
-                                 f"reward.kind={kind}")
+                raise ValueError(
+                    f"reward.rm_dir={rm_dir} holds a {have} checkpoint, but reward.kind={kind}"
+                )
             return cand
-    raise FileNotFoundError(f"reward.rm_dir={rm_dir}: no {kind} checkpoint ({base / kind}/rm.json "
-                            "and params/); " + hint)
+    raise FileNotFoundError(
+        f"reward.rm_dir={rm_dir}: no {kind} checkpoint ({base / kind}/rm.json and params/); " + hint
+    )
 
 
 def load(rm_dir, kind: str) -> tuple[dict, ModelConfig, dict]:
@@ -65,7 +70,9 @@ def load(rm_dir, kind: str) -> tuple[dict, ModelConfig, dict]:
     model_cfg = ModelConfig(**kw)
     target = abstract_params(model_cfg)
     if kind == "classic_rm":
-        head = {k: jax.ShapeDtypeStruct(s.shape, "float32") for k, s in head_specs(model_cfg).items()}
+        head = {
+            k: jax.ShapeDtypeStruct(s.shape, "float32") for k, s in head_specs(model_cfg).items()
+        }
         target = {"decoder": target, "head": head}
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)

@@ -51,8 +51,10 @@ def _rm_inputs(cfg: RewardConfig, questions, responses, references) -> list[str]
 
     if questions is None:
         raise ValueError("a reward model needs the questions: pass score(..., questions=...)")
-    return [rm_input(q, r, y, cfg.rm_max_input - 1)  # - 1: the BOS token
-            for q, r, y in zip(questions, references, responses, strict=True)]
+    return [
+        rm_input(q, r, y, cfg.rm_max_input - 1)  # - 1: the BOS token
+        for q, r, y in zip(questions, references, responses, strict=True)
+    ]
 
 
 def _classic_rm(cfg: RewardConfig, mesh=None) -> Verifier:
@@ -64,8 +66,7 @@ def _classic_rm(cfg: RewardConfig, mesh=None) -> Verifier:
 
     def verify(questions, responses, references):
         texts = _rm_inputs(cfg, questions, responses, references)
-        p = rm_classic.probabilities(params, model_cfg, tok, texts, cfg.rm_max_input,
-                                     cfg.rm_batch)
+        p = rm_classic.probabilities(params, model_cfg, tok, texts, cfg.rm_max_input, cfg.rm_batch)
         return p.astype(np.float32), {}
 
     return verify
@@ -77,8 +78,15 @@ def _cot_rm(cfg: RewardConfig, mesh=None) -> Verifier:
 
     params, model_cfg, _ = rm_store.load(cfg.rm_dir, "cot_rm")
     tok = CharTokenizer()
-    judge = rm_cot.make_judge(model_cfg, params, tok, max_input_tokens=cfg.rm_max_input,
-                              max_new_tokens=cfg.rm_max_check, slots=cfg.rm_batch, mesh=mesh)
+    judge = rm_cot.make_judge(
+        model_cfg,
+        params,
+        tok,
+        max_input_tokens=cfg.rm_max_input,
+        max_new_tokens=cfg.rm_max_check,
+        slots=cfg.rm_batch,
+        mesh=mesh,
+    )
 
     def verify(questions, responses, references):
         texts = _rm_inputs(cfg, questions, responses, references)
@@ -117,8 +125,10 @@ def score(
     """
     if verifier is None:
         if cfg.kind != "rule":
-            raise ValueError(f"reward.kind={cfg.kind}: pass verifier=make_verifier(cfg) "
-                             "(it loads the reward model once)")
+            raise ValueError(
+                f"reward.kind={cfg.kind}: pass verifier=make_verifier(cfg) "
+                "(it loads the reward model once)"
+            )
         verifier = make_verifier(cfg)
     B, K = lengths.shape
     try:

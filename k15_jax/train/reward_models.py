@@ -34,7 +34,7 @@ from k15_jax.rollout.engine import make_engine
 from k15_jax.train import loop, sft
 from k15_jax.train.finetune import finetune
 from k15_jax.train.logging import MetricsWriter, log, progress, setup_logging
-from k15_jax.train.state import Checkpoints
+from k15_jax.train.state import Checkpoints, RunState
 
 REPORT_ACCURACY = {"classic_rm": 0.844, "cot_rm": 0.985}  # k1.5 report, sec. 2.3.5
 
@@ -57,51 +57,82 @@ def check(cfg) -> None:
 
 
 def policy_params(s: loop.Setup, writer) -> dict:
-    """The policy that writes responses: restored from policy_dir, or SFT'd here."""
+    """The policy that writes responses: the newest orbax checkpoint of policy_dir (a main
+    job's run directory), else of this run (a re-run reuses it), else SFT'd here and saved."""
     c = s.cfg.reward_models
+    own = Checkpoints(s.run_dir / "checkpoints")
     if c.policy_dir:
-        ckpt = Checkpoints(Path(c.policy_dir) / "checkpoints")
-        if ckpt.latest() is None:
-            raise FileNotFoundError(
-                f"reward_models.policy_dir={c.policy_dir} has no orbax checkpoint under "
-                "checkpoints/; point it at a run directory of the main job, or unset it"
-            )
-        abstract = jax.tree.map(
-            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-            abstract_params(s.model), s.train_shardings,
-        )
-
-        def target_for(state):
-            if state.phase != "sft":
-                return {"params": abstract}
-            opt = jax.eval_shape(sft.make_optimizer(s.cfg.sft).init, abstract)
-            return {"params": abstract, "opt_state": opt}
-
-        tree, state = ckpt.restore(target_for)
-        ckpt.close()
-        log.info("policy: %s (phase %s, iteration %d)", c.policy_dir, state.phase,
-                 state.iteration)
-        return tree["params"]
+        own.close()
+        return _restore_policy(s, Checkpoints(Path(c.policy_dir) / "checkpoints"), "policy_dir")
+    if own.latest() is not None:
+        return _restore_policy(s, own, "this run")
     params = init_params(s.model, jax.random.key(s.cfg.trainer.seed), s.train_shardings)
     sft_cfg = OmegaConf.to_object(s.cfg.sft)
-    return finetune(s, params, lambda step: loop.sft_examples(s, step), sft_cfg, writer,
-                    "rm/policy_sft")
+    params = finetune(
+        s, params, lambda step: loop.sft_examples(s, step), sft_cfg, writer, "rm/policy_sft"
+    )
+    own.save({"params": params}, RunState(phase="done", sft_step=sft_cfg.steps))
+    own.close()
+    return params
+
+
+def _restore_policy(s: loop.Setup, ckpt: Checkpoints, what: str) -> dict:
+    if ckpt.latest() is None:
+        raise FileNotFoundError(
+            f"reward_models.policy_dir: no orbax checkpoint in {ckpt.directory}; point it at a "
+            "run directory of the main job, or unset it to SFT a policy here"
+        )
+    abstract = jax.tree.map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+        abstract_params(s.model),
+        s.train_shardings,
+    )
+
+    def target_for(state):  # mid-SFT checkpoints hold the optimizer state too
+        if state.phase != "sft":
+            return {"params": abstract}
+        opt = jax.eval_shape(sft.make_optimizer(s.cfg.sft).init, abstract)
+        return {"params": abstract, "opt_state": opt}
+
+    tree, state = ckpt.restore(target_for)
+    log.info(
+        "policy from %s: %s (phase %s, SFT step %d, RL iteration %d)",
+        what,
+        ckpt.directory,
+        state.phase,
+        state.sft_step,
+        state.iteration,
+    )
+    ckpt.close()
+    return tree["params"]
 
 
 def sample(s: loop.Setup, policy, tasks, k: int, salt: int) -> list[list[str]]:
     """k responses per task, sampled at reward_models.temperature (natural mistakes)."""
-    rcfg = dataclasses.replace(OmegaConf.to_object(s.cfg.rollout), partial=False,
-                               temperature=s.cfg.reward_models.temperature)
-    engine = make_engine(s.model, rcfg, eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id,
-                         mesh=s.mesh, params=policy)
+    rcfg = dataclasses.replace(
+        OmegaConf.to_object(s.cfg.rollout),
+        partial=False,
+        temperature=s.cfg.reward_models.temperature,
+    )
+    engine = make_engine(
+        s.model,
+        rcfg,
+        eos_id=s.tokenizer.eos_id,
+        pad_id=s.tokenizer.pad_id,
+        mesh=s.mesh,
+        params=policy,
+    )
     tok = s.tokenizer
-    requests = [(f"t{i}", tok.encode(render(s.template, t.prompt), bos=True))
-                for i, t in enumerate(tasks)]
+    requests = [
+        (f"t{i}", tok.encode(render(s.template, t.prompt), bos=True)) for i, t in enumerate(tasks)
+    ]
     key = jax.random.fold_in(jax.random.key(s.cfg.trainer.seed), 7000 + salt)
-    rollouts, group_ids, _, _ = driver.collect(engine, requests, k=k, iteration=0, key=key,
-                                               buffer=RolloutBuffer())
-    tokens, plen, length = (np.asarray(x) for x in
-                            (rollouts.tokens, rollouts.prompt_len, rollouts.length))
+    rollouts, group_ids, _, _ = driver.collect(
+        engine, requests, k=k, iteration=0, key=key, buffer=RolloutBuffer()
+    )
+    tokens, plen, length = (
+        np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
+    )
     out = [[] for _ in tasks]
     for g, rid in enumerate(group_ids):
         for n in range(g * k, (g + 1) * k):
@@ -128,13 +159,15 @@ def train_classic(s: loop.Setup, policy, pairs, writer) -> dict:
     opt_state = optimizer.init(params)
     step_fn = rm_classic.make_step(s.model, optimizer)
     rng = np.random.default_rng([s.cfg.trainer.seed, 32])
-    order = np.concatenate([rng.permutation(len(pairs)) for _ in
-                            range(c.steps * c.batch // max(len(pairs), 1) + 1)])
+    order = np.concatenate(
+        [rng.permutation(len(pairs)) for _ in range(c.steps * c.batch // max(len(pairs), 1) + 1)]
+    )
     bar = progress(c.steps, "classic RM")
     for step in range(c.steps):
         idx = order[step * c.batch : (step + 1) * c.batch]
-        tokens, lengths = rm_classic.encode([texts[i] for i in idx], s.tokenizer, L,
-                                            s.tokenizer.pad_id)
+        tokens, lengths = rm_classic.encode(
+            [texts[i] for i in idx], s.tokenizer, L, s.tokenizer.pad_id
+        )
         params, opt_state, m = step_fn(params, opt_state, tokens, lengths, labels[idx])
         bar.update(1)
         if (step + 1) % 25 == 0 or step + 1 == c.steps:
@@ -152,16 +185,24 @@ def train_cot(s: loop.Setup, policy, pairs, writer) -> dict:
     targets = [cot_target(p.question, p.reference, p.response, p.label > 0) for p in pairs]
     longest = max(len(t) for t in targets) + 1
     if longest > s.cfg.reward.rm_max_check:
-        raise ValueError(f"a CoT check of {longest} tokens exceeds reward.rm_max_check="
-                         f"{s.cfg.reward.rm_max_check}; raise it")
-    exs = rm_cot.examples(texts, targets, s.tokenizer)
+        raise ValueError(
+            f"a CoT check of {longest} tokens exceeds reward.rm_max_check="
+            f"{s.cfg.reward.rm_max_check}; raise it"
+        )
+    exs = rm_cot.examples(texts, targets, s.tokenizer, s.cfg.reward_models.cot_decision_weight)
     rng = np.random.default_rng([s.cfg.trainer.seed, 33])
     per_step = c.rows * 3 // 2  # short checks pack two to a row; the rest wait a step
-    order = np.concatenate([rng.permutation(len(exs)) for _ in
-                            range(c.steps * per_step // max(len(exs), 1) + 1)])
-    return finetune(s, policy, lambda step: [exs[i] for i in
-                                             order[step * per_step : (step + 1) * per_step]],
-                    c, writer, "rm/cot")
+    order = np.concatenate(
+        [rng.permutation(len(exs)) for _ in range(c.steps * per_step // max(len(exs), 1) + 1)]
+    )
+    return finetune(
+        s,
+        policy,
+        lambda step: [exs[i] for i in order[step * per_step : (step + 1) * per_step]],
+        c,
+        writer,
+        "rm/cot",
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -186,13 +227,17 @@ def by_kind(pred: np.ndarray, pairs) -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| reward model | accuracy | precision | recall | malformed | report accuracy |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| reward model | accuracy | precision | recall | malformed | report accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     for kind, name in (("classic_rm", "classic (value head)"), ("cot_rm", "chain-of-thought")):
         r = results[kind]
-        rows.append(f"| {name} | {r['accuracy']:.1%} | {r['precision']:.1%} | "
-                    f"{r['recall']:.1%} | {r.get('malformed', 0)} | "
-                    f"{REPORT_ACCURACY[kind]:.1%} |")
+        rows.append(
+            f"| {name} | {r['accuracy']:.1%} | {r['precision']:.1%} | "
+            f"{r['recall']:.1%} | {r.get('malformed', 0)} | "
+            f"{REPORT_ACCURACY[kind]:.1%} |"
+        )
     return "\n".join(rows)
 
 
@@ -214,15 +259,20 @@ def main(cfg) -> Path:
     eval_tasks = [t for b in bands for t in s.suite.eval_tasks(b)[: c.eval_prompts_per_band]]
     t = time.time()
     rng = np.random.default_rng([cfg.trainer.seed, 30])
-    train = balance(build_pairs(train_tasks, sample(s, policy, train_tasks,
-                                                    c.samples_per_prompt, 0), rng, L - 1),
-                    rng, c.train_pairs)
-    held = balance(build_pairs(eval_tasks, sample(s, policy, eval_tasks,
-                                                  c.samples_per_prompt, 1), rng, L - 1),
-                   rng, c.eval_pairs)
+    train = balance(
+        build_pairs(
+            train_tasks, sample(s, policy, train_tasks, c.samples_per_prompt, 0), rng, L - 1
+        ),
+        rng,
+        c.train_pairs,
+    )
+    held = balance(
+        build_pairs(eval_tasks, sample(s, policy, eval_tasks, c.samples_per_prompt, 1), rng, L - 1),
+        rng,
+        c.eval_pairs,
+    )
     times["data_s"] = time.time() - t
-    log.info("RM data: %d training pairs, %d held-out pairs (half correct)", len(train),
-             len(held))
+    log.info("RM data: %d training pairs, %d held-out pairs (half correct)", len(train), len(held))
 
     t = time.time()
     classic = train_classic(s, policy, train, writer)
@@ -230,28 +280,43 @@ def main(cfg) -> Path:
     times["classic_train_s"] = time.time() - t
     t = time.time()
     cot = train_cot(s, policy, train, writer)
-    rm_store.save(out, "cot_rm", cot, s.model,
-                  {"max_input": L, "max_check": cfg.reward.rm_max_check})
+    rm_store.save(
+        out, "cot_rm", cot, s.model, {"max_input": L, "max_check": cfg.reward.rm_max_check}
+    )
     times["cot_train_s"] = time.time() - t
 
     labels = np.array([p.label for p in held], np.float32)
     texts = inputs_of(held, L)
     t = time.time()
-    p_classic = rm_classic.probabilities(classic, s.model, s.tokenizer, texts, L,
-                                         cfg.reward.rm_batch)
+    p_classic = rm_classic.probabilities(
+        classic, s.model, s.tokenizer, texts, L, cfg.reward.rm_batch
+    )
     times["classic_eval_s"] = time.time() - t
     t = time.time()
-    judge = rm_cot.make_judge(s.model, cot, s.tokenizer, max_input_tokens=L,
-                              max_new_tokens=cfg.reward.rm_max_check,
-                              slots=cfg.reward.rm_batch, mesh=s.mesh)
+    judge = rm_cot.make_judge(
+        s.model,
+        cot,
+        s.tokenizer,
+        max_input_tokens=L,
+        max_new_tokens=cfg.reward.rm_max_check,
+        slots=cfg.reward.rm_batch,
+        mesh=s.mesh,
+    )
     v_cot, malformed, checks = rm_cot.judge_scores(judge, texts)
     times["cot_eval_s"] = time.time() - t
     pred = {"classic_rm": p_classic >= 0.5, "cot_rm": v_cot >= 0.5}
-    results = {k: {**classification(v, labels), "by_kind": by_kind(v, held),
-                   "report_accuracy": REPORT_ACCURACY[k]} for k, v in pred.items()}
+    results = {
+        k: {
+            **classification(v, labels),
+            "by_kind": by_kind(v, held),
+            "report_accuracy": REPORT_ACCURACY[k],
+        }
+        for k, v in pred.items()
+    }
     results["cot_rm"]["malformed"] = malformed
     results["data"] = {
-        "train_pairs": len(train), "eval_pairs": len(held),
+        "train_pairs": len(train),
+        "eval_pairs": len(held),
         "eval_kinds": {k: sum(p.kind == k for p in held) for k in sorted({p.kind for p in held})},
     }
     times["total_s"] = time.time() - t0
@@ -262,12 +327,33 @@ def main(cfg) -> Path:
     (out / "table.md").write_text(md + "\n")
     with (out / "pairs_eval.jsonl").open("w") as f:
         for p, pc, vc, ch in zip(held, p_classic, v_cot, checks, strict=True):
-            f.write(json.dumps({**dataclasses.asdict(p), "classic_p": round(float(pc), 4),
-                                "cot_verdict": float(vc), "cot_check": ch}) + "\n")
-    writer.write({"phase": "rm/eval", **{f"rm/{k}/{m}": results[k][m] for k in pred
-                                         for m in ("accuracy", "precision", "recall")}}, 0)
+            f.write(
+                json.dumps(
+                    {
+                        **dataclasses.asdict(p),
+                        "classic_p": round(float(pc), 4),
+                        "cot_verdict": float(vc),
+                        "cot_check": ch,
+                    }
+                )
+                + "\n"
+            )
+    writer.write(
+        {
+            "phase": "rm/eval",
+            **{
+                f"rm/{k}/{m}": results[k][m]
+                for k in pred
+                for m in ("accuracy", "precision", "recall")
+            },
+        },
+        0,
+    )
     writer.close()
     print(md, flush=True)
-    print(f"held-out pairs: {len(held)} (half correct by the rule verifier); "
-          f"wall time {times['total_s']:.0f} s", flush=True)
+    print(
+        f"held-out pairs: {len(held)} (half correct by the rule verifier); "
+        f"wall time {times['total_s']:.0f} s",
+        flush=True,
+    )
     return s.run_dir

@@ -8,8 +8,9 @@ from k15_jax.train.sft import SFTConfig
 
 def _cot_sft() -> SFTConfig:
     # one check per 256-token row (input <= 100 + check <= 156), two for short bands
-    return SFTConfig(steps=500, rows=8, row_len=256, lr=1e-3, warmup_steps=30,
-                     checkpoint_every=1_000_000)
+    return SFTConfig(
+        steps=1000, rows=8, row_len=256, lr=2e-3, warmup_steps=30, checkpoint_every=1_000_000
+    )
 
 
 @dataclasses.dataclass
@@ -33,3 +34,6 @@ class RewardModelsConfig:
     eval_pairs: int = 400
     classic: ClassicRMConfig = dataclasses.field(default_factory=ClassicRMConfig)
     cot: SFTConfig = dataclasses.field(default_factory=_cot_sft)
+    # loss weight of the CoT check's final-answer step and verdict (the line checks, mostly
+    # copies, weigh 1): at weight 1 the model learned to copy but answered "ok" to everything
+    cot_decision_weight: float = 8.0
