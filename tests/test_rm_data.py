@@ -47,7 +47,7 @@ def _lines(response: str):
 @pytest.fixture(scope="module")
 def pairs():
     sampled = [["7+7+0=14\n\\boxed{14}", "garbage", ""] for _ in TASKS]
-    return build_pairs(TASKS, sampled, np.random.default_rng(0), max_input_chars=99)
+    return build_pairs(TASKS, sampled, np.random.default_rng(0), max_input_chars=91)
 
 
 def test_labels_agree_with_rule_verifier_and_integer_arithmetic(pairs):
@@ -103,8 +103,8 @@ def test_cot_targets_parse_flag_the_first_wrong_line_and_fit(pairs):
         target = cot_target(p.question, p.reference, p.response, p.label > 0)
         assert parse_verdict(target) == p.label
         assert all(tok.stoi.get(c) is not None for c in target)  # in the char vocabulary
-        x = rm_input(p.question, p.reference, p.response, 99)
-        assert len(x) + 1 <= 100 and len(target) + 1 <= 156
+        x = rm_input(p.question, p.reference, p.response, 91)
+        assert len(x) + 1 <= 92 and len(target) + 1 <= 164
         a, b = (int(v) for v in p.question.split("+"))
         gold = worked_solution("add", a, b, max(len(str(a)), len(str(b)))).split("\n")[:-1]
         got = [ln for ln in p.response.split("\n") if ln and "\\boxed" not in ln]
@@ -130,4 +130,20 @@ def test_balance_and_input_truncation_keep_the_answer():
     out = balance(pairs, np.random.default_rng(3))
     assert sum(p.label for p in out) * 2 == len(out) > 0
     with pytest.raises(ValueError, match="addition bands"):
-        build_pairs([make_task("mul2", 12, 3)], [[]], np.random.default_rng(0), 99)
+        build_pairs([make_task("mul2", 12, 3)], [[]], np.random.default_rng(0), 91)
+
+
+def test_digit_pairs_mark_exactly_the_differing_places():
+    from k15_jax.rewards.rm_data import digit_pairs
+
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        a, b = (int(v) for v in rng.integers(0, 10 ** rng.integers(1, 7, size=2)))
+        s = digit_pairs(str(a), str(b))
+        triples = [s[i : i + 3] for i in range(0, len(s), 3)]
+        assert len(triples) == max(len(str(a)), len(str(b)))
+        assert all(t[2] == ("=" if t[0] == t[1] else "x") for t in triples)
+        assert ("x" in s) == (a != b)
+        for form in ("0" + str(a), "+" + str(a), str(a) + ".0", "00" + str(a) + ".00"):
+            assert "x" not in digit_pairs(form, str(a))
+    assert digit_pairs("86.1", "861") == "88=66=.1x1_x"

@@ -119,9 +119,9 @@ def test_reward_kind_scores_through_a_saved_rm(small_rms, kind):
         from k15_jax.model.tokenizer import CharTokenizer
         from k15_jax.rewards.rm_data import rm_input
 
-        texts = [rm_input(q, r, y, 99) for q, r, y in zip(questions, refs, responses)]
+        texts = [rm_input(q, r, y, 91) for q, r, y in zip(questions, refs, responses)]
         want = rm_classic.probabilities(
-            {"decoder": decoder, "head": head}, SMALL, CharTokenizer(), texts, 100
+            {"decoder": decoder, "head": head}, SMALL, CharTokenizer(), texts, 92
         )
         np.testing.assert_allclose(rewards.reshape(-1), want, rtol=1e-5)
         np.testing.assert_array_equal(correct.reshape(-1), want >= 0.5)

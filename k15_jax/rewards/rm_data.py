@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 
@@ -202,12 +203,34 @@ def _echo(text: str) -> str:
     return text[:8].replace('"', "'").replace("\\", "/")
 
 
+_PLAIN_NUMBER = re.compile(r"\+?(\d+)(?:\.0*)?")
+
+
+def digit_pairs(box: str, reference: str) -> str:
+    """The final answer against the reference one place at a time, left-aligned: for each
+    place the answer's character, the reference's ("_" past the end) and "=" or "x". An
+    integer written with "+", leading zeros or ".0" is compared by its plain digits. At most
+    7 places (answers of the suite have up to 6 digits).
+
+        digit_pairs("0862", "861") == "88=66=21x"
+    """
+    m = _PLAIN_NUMBER.fullmatch(box)
+    plain = (m.group(1).lstrip("0") or "0") if m else box
+    out = []
+    for i in range(min(max(len(plain), len(reference)), 7)):
+        x = plain[i] if i < len(plain) else "_"
+        y = reference[i] if i < len(reference) else "_"
+        out.append(f"{x}{y}{'=' if x == y else 'x'}")
+    return "".join(out)
+
+
 def cot_target(question: str, reference: str, response: str, correct: bool) -> str:
     """The CoT RM's check as compact JSON: each line of the response recomputed against the
-    worked solution up to the first wrong one, then the final answer against the reference,
-    then the verdict (the rule verifier's label).
+    worked solution up to the first wrong one, then the final answer against the reference
+    (copied, then compared place by place, so that every decision compares two adjacent
+    characters), then the verdict (the rule verifier's label).
 
-        {"steps":["2+9+0=11 ok","7+8+1=17 wrong: 16","ans 862 vs 861 wrong"],
+        {"steps":["2+9+0=11 ok","7+8+1=17 wrong: 16","ans 871 vs 861 88=76x11= wrong"],
          "verdict":"incorrect"}
     """
     a, b, n = _operands(question)
@@ -222,7 +245,7 @@ def cot_target(question: str, reference: str, response: str, correct: bool) -> s
         if g == w:
             steps.append(f"{g} ok")
             continue
-        steps.append(f"{g} wrong: {w[6:]}" if g[:6] == w[:6] else f"{g} wrong: {w}")
+        steps.append(f"{g} wrong: {w[6:]}")  # the sum the line should have
         break
     else:
         if len(got) > len(want):
@@ -231,6 +254,7 @@ def cot_target(question: str, reference: str, response: str, correct: bool) -> s
     if box is None:
         steps.append("ans none")
     else:
-        steps.append(f"ans {_echo(box)} vs {reference} {'ok' if correct else 'wrong'}")
+        pairs = digit_pairs(_echo(box), reference)
+        steps.append(f"ans {_echo(box)} vs {reference} {pairs} {'ok' if correct else 'wrong'}")
     verdict = "correct" if correct else "incorrect"
     return json.dumps({"steps": steps, "verdict": verdict}, separators=(",", ":"))

@@ -26,8 +26,8 @@ from k15_jax.rl.penalties import length_penalty, length_penalty_weight
 class RewardConfig:
     kind: str = "rule"  # rule | classic_rm | cot_rm (VERIFIERS)
     rm_dir: str | None = None  # reward-model checkpoint dir (the RM experiment's <run_dir>/rm)
-    rm_max_input: int = 100  # RM input tokens (question, reference, response tail)
-    rm_max_check: int = 156  # CoT RM: tokens of its generated check
+    rm_max_input: int = 92  # RM input tokens (question, reference, response tail)
+    rm_max_check: int = 164  # CoT RM: tokens of its generated check
     rm_batch: int = 128  # classic RM forward rows / CoT RM engine slots
     length_penalty_weight: float = 0.0  # 0 disables it; the report adds it with weight 1
     length_penalty_warmup: int = 0  # iterations before the length penalty starts

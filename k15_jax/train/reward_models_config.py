@@ -7,7 +7,7 @@ from k15_jax.train.sft import SFTConfig
 
 
 def _cot_sft() -> SFTConfig:
-    # one check per 256-token row (input <= 100 + check <= 156), two for short bands
+    # one check per 256-token row (input <= 92 + check <= 164), two for short bands
     return SFTConfig(
         steps=1000, rows=8, row_len=256, lr=2e-3, warmup_steps=30, checkpoint_every=1_000_000
     )
