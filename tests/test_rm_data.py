@@ -116,6 +116,9 @@ def test_cot_targets_parse_flag_the_first_wrong_line_and_fit(pairs):
         else:
             assert flagged == [first_bad]
         assert steps[-1].endswith(" ok") == (p.label > 0) or steps[-1] == "ans none"
+        if p.kind != "sampled":  # the place-by-place marks agree with the label
+            pairs = steps[-1].split()[-2]
+            assert ("x" in pairs) == (p.label == 0), (p, steps[-1])
 
 
 def test_balance_and_input_truncation_keep_the_answer():
