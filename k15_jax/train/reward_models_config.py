@@ -35,5 +35,6 @@ class RewardModelsConfig:
     classic: ClassicRMConfig = dataclasses.field(default_factory=ClassicRMConfig)
     cot: SFTConfig = dataclasses.field(default_factory=_cot_sft)
     # loss weight of the CoT check's final-answer step and verdict (the line checks, mostly
-    # copies, weigh 1): at weight 1 the model learned to copy but answered "ok" to everything
+    # copies, weigh 1). Weight alone did not teach the one-token comparison (see
+    # docs/reward_models.md); the place-by-place marks did. Not ablated with the marks.
     cot_decision_weight: float = 8.0
