@@ -2,6 +2,9 @@
 
     python -m experiments.run +exp=curriculum [key=value ...]
 
+`trainer.job` picks the job: "rl" (the main job, default) or "reward_models" (train and
+compare the math reward models, +exp=reward_models; k15_jax/train/reward_models.py).
+
 The run directory (runs/<name>-seed<seed>) is the last line printed; re-running the same
 command resumes it from its newest complete checkpoint.
 """
@@ -15,7 +18,10 @@ register()
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg) -> None:
-    from k15_jax.train.loop import main as run
+    if cfg.trainer.job == "reward_models":
+        from k15_jax.train.reward_models import main as run
+    else:
+        from k15_jax.train.loop import main as run
 
     run_dir = run(cfg)
     print(run_dir, flush=True)

@@ -15,13 +15,14 @@ from k15_jax.data.synthetic import SyntheticConfig
 from k15_jax.distributed import DistributedConfig
 from k15_jax.model.config import ModelConfig
 from k15_jax.plan.device import DeviceConfig
-from k15_jax.rewards.score import RewardConfig
+from k15_jax.rewards.score import VERIFIERS, RewardConfig
 from k15_jax.rl.losses import loss_options
 from k15_jax.rl.samplers import SAMPLERS, SamplerConfig
 from k15_jax.rollout.types import RolloutConfig
 from k15_jax.sharding import MeshConfig
 from k15_jax.train import long2short_config
 from k15_jax.train.long2short_config import Long2ShortRunConfig
+from k15_jax.train.reward_models_config import RewardModelsConfig
 from k15_jax.train.rl_step import AlgoConfig
 from k15_jax.train.sft import SFTConfig
 from k15_jax.train.vision_config import VisionRunConfig
@@ -58,6 +59,9 @@ class DataConfig:
     template: str = "compact"
 
 
+JOBS = ("rl", "reward_models")
+
+
 @dataclasses.dataclass
 class TrainerConfig:
     name: str = "default"
@@ -71,6 +75,7 @@ class TrainerConfig:
     init_from_hf: str | None = None  # a local HF checkpoint directory instead of random init
     skip_sft: bool = False
     stop_after_iterations: int | None = None  # testing aid: stop early, as if killed
+    job: str = "rl"  # rl: the main job | reward_models: train and compare the math RMs
 
 
 @dataclasses.dataclass
@@ -88,6 +93,7 @@ class Config:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     long2short: Long2ShortRunConfig = dataclasses.field(default_factory=Long2ShortRunConfig)
     vision: VisionRunConfig = dataclasses.field(default_factory=VisionRunConfig)
+    reward_models: RewardModelsConfig = dataclasses.field(default_factory=RewardModelsConfig)
 
 
 def register() -> None:
@@ -100,6 +106,15 @@ def validate(cfg) -> None:
     if cfg.sampler.name not in SAMPLERS:
         raise ValueError(f"sampler.name={cfg.sampler.name!r}; choose one of {sorted(SAMPLERS)}")
     loss_options(cfg.algo.loss)
+    if cfg.reward.kind not in VERIFIERS:
+        raise ValueError(f"reward.kind={cfg.reward.kind!r}; choose one of {sorted(VERIFIERS)}")
+    if cfg.reward.kind != "rule" and not cfg.reward.rm_dir and cfg.trainer.job == "rl":
+        raise ValueError(
+            f"reward.kind={cfg.reward.kind} needs reward.rm_dir, the reward-model checkpoint "
+            "directory written by `python -m experiments.run +exp=reward_models` (<run_dir>/rm)"
+        )
+    if cfg.trainer.job not in JOBS:
+        raise ValueError(f"trainer.job={cfg.trainer.job!r}; choose one of {JOBS}")
     total = cfg.rollout.max_prompt_len + cfg.rollout.max_new_tokens
     if total > model.max_position_embeddings:
         raise ValueError(

@@ -24,7 +24,7 @@ from k15_jax.data.synthetic import SyntheticSuite
 from k15_jax.data.templates import render, response_text, template
 from k15_jax.model.params import abstract_params, init_params
 from k15_jax.model.tokenizer import CharTokenizer
-from k15_jax.rewards.score import score
+from k15_jax.rewards.score import make_verifier, score
 from k15_jax.rl import samplers
 from k15_jax.rollout import driver
 from k15_jax.rollout.buffer import RolloutBuffer
@@ -182,7 +182,7 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
         images=images,
     )
     t_roll = time.time()
-    # 3. rewards: verifier + length penalty + repeat penalty
+    # 3. rewards: verifier (reward.kind) + length penalty + repeat penalty
     K = cfg.sampler.samples_per_prompt
     B = rollouts.tokens.shape[0] // K  # groups incl. padding (a multiple of batch_prompts)
     n_groups = len(group_ids)
@@ -197,7 +197,8 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     finish = np.asarray(rollouts.finish)[: n_groups * K].reshape(n_groups, K)
     rewards, correct, wstats = score(
         texts, refs, length[: n_groups * K].reshape(n_groups, K), finish == FINISH_REPEAT,
-        cfg.reward, it,
+        cfg.reward, it, questions=[t.prompt for t in tasks for _ in range(K)],
+        verifier=fns["verifier"],
     )
     full_rewards = np.zeros((B, K), np.float32)
     full_rewards[:n_groups] = rewards
@@ -270,7 +271,8 @@ def rl_machinery(s: Setup, params) -> tuple[object, dict]:
         params=params))
     update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(s.cfg.algo))
     return engine, {"update": update, "optimizer": optimizer, "rollout_cfg": rollout_cfg,
-                    "ref_logp": rl_step.make_reference_logprobs(s.model)}
+                    "ref_logp": rl_step.make_reference_logprobs(s.model),
+                    "verifier": make_verifier(s.cfg.reward, s.mesh)}
 
 
 def main(cfg) -> Path:

@@ -29,12 +29,14 @@ class SFTConfig:
     microbatches: int = 1  # gradient accumulation: rows split into this many passes
 
 
-def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, pad_id: int,
+def pack(examples: list[tuple], rows: int, row_len: int, pad_id: int,
          placement: list | None = None):
     """First-fit packing. Returns tokens, segment_ids, loss_mask, each [rows, row_len].
 
-    Segment ids start at 1 (0 marks padding); loss_mask is 1 on response tokens.
-    Examples that do not fit in the remaining rows are dropped (counted in the return).
+    examples: (prompt ids, response ids) or (prompt ids, response ids, per-token loss
+    weights of the response). Segment ids start at 1 (0 marks padding); loss_mask is 1 (or
+    the given weight) on response tokens, 0 elsewhere. Examples that do not fit in the
+    remaining rows are dropped (counted in the return).
     placement (optional list): gets each example's row (-1 if dropped), in order, so that
     per-example data (images) can follow its tokens.
     """
@@ -44,7 +46,7 @@ def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, p
     fill = np.zeros(rows, np.int64)
     n_seg = np.zeros(rows, np.int64)
     dropped = 0
-    for prompt, response in examples:
+    for prompt, response, *weights in examples:
         n = len(prompt) + len(response)
         if n > row_len:
             raise ValueError(
@@ -62,16 +64,16 @@ def pack(examples: list[tuple[list[int], list[int]]], rows: int, row_len: int, p
         tokens[r, s : s + n] = prompt + response
         n_seg[r] += 1
         seg[r, s : s + n] = n_seg[r]
-        mask[r, s + len(prompt) : s + n] = 1.0
+        mask[r, s + len(prompt) : s + n] = weights[0] if weights else 1.0
         fill[r] += n
     return tokens, seg, mask, dropped
 
 
 def sft_loss(params, cfg: ModelConfig, tokens, segment_ids, mask, images=None):
-    """Mean NLL over masked tokens. tokens, segment_ids, mask: [R, L]; images [R, M, P, C]
-    (model.vision): each row's images in the order of its placeholders."""
+    """Mask-weighted mean NLL. tokens, segment_ids, mask: [R, L] (mask 0/1, or weights);
+    images [R, M, P, C] (model.vision): each row's images in the order of its placeholders."""
     logp = token_logprobs(params, cfg, tokens, segment_ids=segment_ids, images=images)
-    nll = -jnp.sum(jnp.where(mask > 0, logp, 0.0)) / jnp.maximum(mask.sum(), 1.0)
+    nll = -jnp.sum(jnp.where(mask > 0, mask * logp, 0.0)) / jnp.maximum(mask.sum(), 1.0)
     return nll, {"sft/nll": nll, "sft/tokens": mask.sum()}
 
 
@@ -114,7 +116,7 @@ def accumulated_grads(
 
     def micro_loss(p, tok, seg, m, img):
         logp = token_logprobs(p, cfg, tok, segment_ids=seg, images=img)
-        return -jnp.sum(jnp.where(m > 0, logp, 0.0)) / denom
+        return -jnp.sum(jnp.where(m > 0, m * logp, 0.0)) / denom
 
     def body(acc, xs):
         loss, grads = jax.value_and_grad(micro_loss)(params, *xs)
