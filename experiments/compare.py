@@ -89,7 +89,8 @@ def main(argv=None) -> None:
 
     bands = list(next(iter(groups.values()))[0]["summary"]["eval_accuracy_by_band"]["end"])
     lines = [
-        "| experiment | seeds | " + " | ".join(f"{b} start -> end" for b in bands)
+        "| experiment | seeds | "
+        + " | ".join(f"{b} start -> end" for b in bands)
         + f" | {hardest} change per seed |",
         "|---|---|" + "---|" * (len(bands) + 1),
     ]
@@ -100,8 +101,7 @@ def main(argv=None) -> None:
             e = np.array([r["summary"]["eval_accuracy_by_band"]["end"][b] for r in runs])
             cells.append(f"{s.mean():.1%} -> {e.mean():.1%} (±{e.std():.1%})")
         acc = [r["summary"]["eval_accuracy_by_band"] for r in runs]
-        changes = ", ".join(
-            f"{100 * (a['end'][hardest] - a['start'][hardest]):+.0f}" for a in acc)
+        changes = ", ".join(f"{100 * (a['end'][hardest] - a['start'][hardest]):+.0f}" for a in acc)
         cells.append(f"{changes} pts")
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)

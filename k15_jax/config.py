@@ -32,7 +32,7 @@ from k15_jax.train.vision_config import check as check_vision
 def _schema_field(f: dataclasses.Field):
     typ = f.type
     if f.name == "rope_scaling":  # OmegaConf has no tuples: a list in the config
-        typ = typing.Optional[list[float]]  # noqa: UP007
+        typ = typing.Optional[list[float]]  # noqa: UP007, UP045 - OmegaConf wants typing.Optional
     return (f.name, typ, dataclasses.field(default=f.default))
 
 

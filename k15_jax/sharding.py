@@ -154,7 +154,6 @@ def replicate_scalars(tree, mesh: Mesh):
     return jax.tree.map(lambda x: jax.device_put(x, rep) if np.ndim(x) == 0 else x, tree)
 
 
-
 def abstract_output(fn, *abstract_args):
     """fn's outputs as ShapeDtypeStructs with the shardings jit gives them for these
     (sharded) abstract inputs; compiles, never runs."""

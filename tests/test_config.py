@@ -31,8 +31,15 @@ def test_every_preset_composes_and_validates(exp):
 
 
 def test_required_presets_exist():
-    want = {"curriculum", "uniform", "prioritized", "rest", "policy_gradient",
-            "length_penalty", "partial_rollout"}
+    want = {
+        "curriculum",
+        "uniform",
+        "prioritized",
+        "rest",
+        "policy_gradient",
+        "length_penalty",
+        "partial_rollout",
+    }
     assert want <= set(EXPS)
 
 
@@ -60,6 +67,10 @@ def test_impossible_combinations_fail_before_compute():
 def test_cfg_job_prints_resolved_config():
     out = subprocess.run(
         [sys.executable, "-m", "experiments.run", "+exp=uniform", "--cfg", "job"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert "name: uniform" in out and "batch_prompts:" in out

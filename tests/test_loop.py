@@ -63,10 +63,10 @@ def test_exported_policy_gives_engine_answers_in_transformers(tiny_run):
     rows = [json.loads(x) for x in (tiny_run / "eval" / "heldout.jsonl").read_text().splitlines()]
     rows = rows[::3][:10]
     cfg, params = load_hf(hf)
-    rcfg = RolloutConfig(greedy=True, max_prompt_len=16, max_new_tokens=80, slots=16,
-                         stop_on_repeat=False)
-    engine = make_engine(cfg, rcfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
-                         params=params)
+    rcfg = RolloutConfig(
+        greedy=True, max_prompt_len=16, max_new_tokens=80, slots=16, stop_on_repeat=False
+    )
+    engine = make_engine(cfg, rcfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, params=params)
     requests = [(str(i), tok(r["prompt"])["input_ids"]) for i, r in enumerate(rows)]
     ro, ids, _, _ = collect(engine, requests, k=1, iteration=0, key=jax.random.key(0))
     tokens, plen, length = map(np.asarray, (ro.tokens, ro.prompt_len, ro.length))
@@ -74,9 +74,14 @@ def test_exported_policy_gives_engine_answers_in_transformers(tiny_run):
         prompt = requests[int(rid)][1]
         ours = tokens[n, plen[n] : plen[n] + length[n]].tolist()
         with torch.no_grad():
-            out = model.generate(torch.tensor([prompt]), max_new_tokens=80, do_sample=False,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        theirs = out[0, len(prompt):].tolist()
+            out = model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=80,
+                do_sample=False,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+        theirs = out[0, len(prompt) :].tolist()
         assert theirs == ours, (rows[int(rid)]["prompt"], tok.decode(theirs), tok.decode(ours))
 
 
@@ -107,12 +112,14 @@ def test_sigkill_in_sft_and_in_rl_then_resume_matches_uninterrupted(tiny_run, tm
 
 def test_two_rl_iterations_on_8_devices_match_one_device(tiny_run, tmp_path):
     common = [
-        f"trainer.init_from_hf={tiny_run / 'final' / 'hf'}", "trainer.skip_sft=true",
-        "trainer.iterations=2", "trainer.eval_per_band=2", "reward.length_penalty_weight=1.0",
+        f"trainer.init_from_hf={tiny_run / 'final' / 'hf'}",
+        "trainer.skip_sft=true",
+        "trainer.iterations=2",
+        "trainer.eval_per_band=2",
+        "reward.length_penalty_weight=1.0",
     ]
     run_main(tmp_path / "one", *common)
-    run_main(tmp_path / "eight", *common, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
-             devices=8)
+    run_main(tmp_path / "eight", *common, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", devices=8)
     one = [r for r in _records(tmp_path / "one") if r["phase"] == "rl"]
     eight = [r for r in _records(tmp_path / "eight") if r["phase"] == "rl"]
     assert len(one) == len(eight) == 2

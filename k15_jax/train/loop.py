@@ -123,13 +123,15 @@ def sft_examples(s: Setup, step: int) -> list[tuple[list[int], list[int]]]:
     if s.vision:  # (prompt, response, task): the task carries the images
         return s.vision.sft_examples(n, rng, tok, s.template)
     return [
-        (tok.encode(render(s.template, t.prompt), bos=True), tok.encode(s.suite.demonstration(t), eos=True))
+        (
+            tok.encode(render(s.template, t.prompt), bos=True),
+            tok.encode(s.suite.demonstration(t), eos=True),
+        )
         for t in s.suite.sft_tasks(n, rng)
     ]
 
 
-def run_sft(s: Setup, params, opt_state, state: RunState, ckpt: Checkpoints,
-            writer: MetricsWriter):
+def run_sft(s: Setup, params, opt_state, state: RunState, ckpt: Checkpoints, writer: MetricsWriter):
     """SFT steps from state.sft_step to sft.steps; opt_state None starts a fresh AdamW."""
     c = s.cfg.sft
     optimizer = sft.make_optimizer(c)
@@ -140,8 +142,9 @@ def run_sft(s: Setup, params, opt_state, state: RunState, ckpt: Checkpoints,
     bar = progress(c.steps, "SFT warm-up", initial=state.sft_step)
     while state.sft_step < c.steps:
         examples, where = sft_examples(s, state.sft_step), []
-        tokens, seg, mask, _ = sft.pack([e[:2] for e in examples], c.rows, c.row_len,
-                                        s.tokenizer.pad_id, where)
+        tokens, seg, mask, _ = sft.pack(
+            [e[:2] for e in examples], c.rows, c.row_len, s.tokenizer.pad_id, where
+        )
         batch = [distributed.global_batch(x, s.mesh) for x in (tokens, seg, mask)]
         if s.vision:  # each packed row's images, in the order of its placeholders
             imgs = s.vision.packed_images([e[2] for e in examples], where, c.rows, c.row_len)
@@ -177,8 +180,14 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
         ids = [r[0] for r in requests] + buffer.request_ids
         images = {r: s.vision.images(s.pool[int(r.split(":")[0])]) for r in ids}
     rollouts, group_ids, buffer, rstats = driver.collect(
-        engine, requests, k=cfg.sampler.samples_per_prompt, cfg=fns["rollout_cfg"],
-        iteration=it, key=key, buffer=buffer, pad_groups_to=cfg.sampler.batch_prompts,
+        engine,
+        requests,
+        k=cfg.sampler.samples_per_prompt,
+        cfg=fns["rollout_cfg"],
+        iteration=it,
+        key=key,
+        buffer=buffer,
+        pad_groups_to=cfg.sampler.batch_prompts,
         images=images,
     )
     t_roll = time.time()
@@ -190,14 +199,21 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     tokens = np.asarray(rollouts.tokens)
     prompt_len, length = np.asarray(rollouts.prompt_len), np.asarray(rollouts.length)
     texts = [
-        response_text(s.template, s.tokenizer.decode(tokens[n, prompt_len[n]: prompt_len[n] + length[n]]))
+        response_text(
+            s.template, s.tokenizer.decode(tokens[n, prompt_len[n] : prompt_len[n] + length[n]])
+        )
         for n in range(n_groups * K)
     ]
     refs = [t.reference for t in tasks for _ in range(K)]
     finish = np.asarray(rollouts.finish)[: n_groups * K].reshape(n_groups, K)
     rewards, correct, wstats = score(
-        texts, refs, length[: n_groups * K].reshape(n_groups, K), finish == FINISH_REPEAT,
-        cfg.reward, it, questions=[t.prompt for t in tasks for _ in range(K)],
+        texts,
+        refs,
+        length[: n_groups * K].reshape(n_groups, K),
+        finish == FINISH_REPEAT,
+        cfg.reward,
+        it,
+        questions=[t.prompt for t in tasks for _ in range(K)],
         verifier=fns["verifier"],
     )
     full_rewards = np.zeros((B, K), np.float32)
@@ -209,12 +225,13 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     trainer_ref = fns["ref_logp"](params, glob(rollouts.tokens), *imgs)
     ref = trainer_ref if cfg.algo.trainer_ref_logp else glob(rollouts.logp)
     mask = rl_step.loss_mask(rollouts.response_mask, rollouts.version, full_rewards, it, cfg.algo)
-    mask[n_groups * K:] = 0.0
+    mask[n_groups * K :] = 0.0
     metrics = {}
     if mask.sum() > 0:
         opt_state = distributed.replicate_scalars(fns["optimizer"].init(params), s.mesh)
-        params, _, metrics = fns["update"](params, opt_state, glob(rollouts.tokens), ref,
-                                           glob(full_rewards), glob(mask), *imgs)
+        params, _, metrics = fns["update"](
+            params, opt_state, glob(rollouts.tokens), ref, glob(full_rewards), glob(mask), *imgs
+        )
         metrics = {k: float(v) for k, v in metrics.items()}
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(
@@ -231,20 +248,24 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     state.buffer = buffer.to_state()
     valid = np.asarray(rollouts.response_mask)[: n_groups * K] > 0
     trainer_ref = distributed.to_host(trainer_ref)
-    metrics.update(rl_step.logprob_gap(rollouts.logp[: n_groups * K], trainer_ref[: n_groups * K], valid))
+    metrics.update(
+        rl_step.logprob_gap(rollouts.logp[: n_groups * K], trainer_ref[: n_groups * K], valid)
+    )
     metrics.update(rl_step.group_stats(rewards, correct) if n_groups else {})
     metrics.update(wstats)
     metrics.update({f"rollout/{k}": float(v) for k, v in rstats.items()})
-    metrics.update({
-        "train/groups": float(n_groups),
-        "train/reward_mean": float(rewards.mean()) if n_groups else 0.0,
-        "train/accuracy": float(correct.mean()) if n_groups else 0.0,
-        "train/response_len": float(length[: n_groups * K].mean()) if n_groups else 0.0,
-        "time/rollout_s": t_roll - t0,
-        "time/update_s": t_update - t_roll,
-        "time/handover_s": handover_s,
-        "time/iteration_s": time.time() - t0,
-    })
+    metrics.update(
+        {
+            "train/groups": float(n_groups),
+            "train/reward_mean": float(rewards.mean()) if n_groups else 0.0,
+            "train/accuracy": float(correct.mean()) if n_groups else 0.0,
+            "train/response_len": float(length[: n_groups * K].mean()) if n_groups else 0.0,
+            "time/rollout_s": t_roll - t0,
+            "time/update_s": t_update - t_roll,
+            "time/handover_s": handover_s,
+            "time/iteration_s": time.time() - t0,
+        }
+    )
     for band in sorted(set(t.band for t in tasks)):
         sel = np.array([t.band == band for t in tasks])
         metrics[f"train/acc/{band}"] = float(correct[sel].mean())
@@ -266,13 +287,24 @@ def _prompt_ids(s: Setup, task) -> list[int]:
 def rl_machinery(s: Setup, params) -> tuple[object, dict]:
     """The rollout engine (holding params) and the `fns` of `rl_iteration` under s.cfg."""
     rollout_cfg = OmegaConf.to_object(s.cfg.rollout)
-    engine = distributed.multihost_engine(make_engine(
-        s.model, rollout_cfg, eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id, mesh=s.mesh,
-        params=params))
+    engine = distributed.multihost_engine(
+        make_engine(
+            s.model,
+            rollout_cfg,
+            eos_id=s.tokenizer.eos_id,
+            pad_id=s.tokenizer.pad_id,
+            mesh=s.mesh,
+            params=params,
+        )
+    )
     update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(s.cfg.algo))
-    return engine, {"update": update, "optimizer": optimizer, "rollout_cfg": rollout_cfg,
-                    "ref_logp": rl_step.make_reference_logprobs(s.model),
-                    "verifier": make_verifier(s.cfg.reward, s.mesh)}
+    return engine, {
+        "update": update,
+        "optimizer": optimizer,
+        "rollout_cfg": rollout_cfg,
+        "ref_logp": rl_step.make_reference_logprobs(s.model),
+        "verifier": make_verifier(s.cfg.reward, s.mesh),
+    }
 
 
 def main(cfg) -> Path:
@@ -289,13 +321,16 @@ def main(cfg) -> Path:
     # initial params, or resume from the newest complete checkpoint
     abstract = jax.tree.map(
         lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-        abstract_params(s.model), s.train_shardings,
+        abstract_params(s.model),
+        s.train_shardings,
     )
+
     def target_for(state: RunState):  # during SFT the optimizer state is saved too
         if state.phase != "sft":
             return {"params": abstract}
         opt = distributed.shard_like_params(
-            jax.eval_shape(sft.make_optimizer(cfg.sft).init, abstract), abstract, s.mesh)
+            jax.eval_shape(sft.make_optimizer(cfg.sft).init, abstract), abstract, s.mesh
+        )
         return {"params": abstract, "opt_state": opt}
 
     opt_state = None
@@ -303,8 +338,13 @@ def main(cfg) -> Path:
         tree, state = ckpt.restore(target_for)
         params, opt_state = tree["params"], tree.get("opt_state")
         writer.truncate(state.metrics_lines)
-        log.info("resumed from %s: phase=%s sft_step=%d iteration=%d", ckpt.directory,
-                 state.phase, state.sft_step, state.iteration)
+        log.info(
+            "resumed from %s: phase=%s sft_step=%d iteration=%d",
+            ckpt.directory,
+            state.phase,
+            state.sft_step,
+            state.iteration,
+        )
     else:
         params = _initial_params(s)
         state = RunState(sampler=samplers.init_state(len(s.pool)))
@@ -321,9 +361,15 @@ def main(cfg) -> Path:
     # stage 2: RL iterations
     engine, fns = rl_machinery(s, params)
     # greedy decoding is compiled into an engine: a second one shares the params
-    s.eval_engine = distributed.multihost_engine(make_engine(
-        s.model, dataclasses.replace(fns["rollout_cfg"], greedy=True, partial=False),
-        eos_id=s.tokenizer.eos_id, pad_id=s.tokenizer.pad_id, mesh=s.mesh))
+    s.eval_engine = distributed.multihost_engine(
+        make_engine(
+            s.model,
+            dataclasses.replace(fns["rollout_cfg"], greedy=True, partial=False),
+            eos_id=s.tokenizer.eos_id,
+            pad_id=s.tokenizer.pad_id,
+            mesh=s.mesh,
+        )
+    )
     if "eval_start" not in state.extra:
         state.extra["eval_start"] = _evaluate(s, engine, writer, state.iteration)
         state.metrics_lines = writer.lines()
@@ -336,7 +382,9 @@ def main(cfg) -> Path:
         params, engine, m = rl_iteration(s, engine, params, state, fns)
         writer.write({"phase": "rl", "iteration": state.iteration, **m}, state.iteration)
         bar.update(1)
-        bar.set_postfix(reward=f"{m['train/reward_mean']:.2f}", mixed=f"{m.get('train/mixed_groups', 0):.2f}")
+        bar.set_postfix(
+            reward=f"{m['train/reward_mean']:.2f}", mixed=f"{m.get('train/mixed_groups', 0):.2f}"
+        )
         state.iteration += 1
         last = state.iteration == cfg.trainer.iterations
         if state.iteration % cfg.trainer.eval_every == 0 or last:

@@ -42,8 +42,13 @@ def write_outputs(setup, params, state, writer, engine) -> dict:
         if setup.vision:  # image prompts: the task id names the rendered scene or the file
             for t, band in setup.vision.eval_items(setup.cfg.trainer.eval_per_band, []):
                 if t.meta.get("modality") == "image":
-                    row = {"prompt": t.prompt, "reference": t.reference, "band": band,
-                           "modality": "image", "id": t.id}
+                    row = {
+                        "prompt": t.prompt,
+                        "reference": t.reference,
+                        "band": band,
+                        "modality": "image",
+                        "id": t.id,
+                    }
                     f.write(json.dumps(row) + "\n")
     plot_run(writer.records(), run)
     out = summary(setup, state)

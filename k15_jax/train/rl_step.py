@@ -101,8 +101,9 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
 
     def loss_of_logp(logp, ref_logp, rewards, mask):
         shape = (*rewards.shape, logp.shape[1])  # [B, K, T]
-        return loss_fn(logp.reshape(shape), ref_logp.reshape(shape), rewards, mask.reshape(shape),
-                       **options)
+        return loss_fn(
+            logp.reshape(shape), ref_logp.reshape(shape), rewards, mask.reshape(shape), **options
+        )
 
     def objective(params, tokens, ref_logp, rewards, mask, images):
         logp = token_logprobs(params, model_cfg, tokens, images=images)
@@ -114,17 +115,19 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
                 params, tokens, ref_logp, rewards, mask, images
             )
         return accumulated_grads(
-            params, model_cfg, lambda lp: loss_of_logp(lp, ref_logp, rewards, mask), tokens,
-            cfg.microbatches, images,
+            params,
+            model_cfg,
+            lambda lp: loss_of_logp(lp, ref_logp, rewards, mask),
+            tokens,
+            cfg.microbatches,
+            images,
         )
 
     @jax.jit
     def update(params, opt_state, tokens, ref_logp, rewards, mask, images=None):
         def one(carry, _):
             params, opt_state = carry
-            (loss, metrics), grads = value_and_grad(
-                params, tokens, ref_logp, rewards, mask, images
-            )
+            (loss, metrics), grads = value_and_grad(params, tokens, ref_logp, rewards, mask, images)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
             return (optax.apply_updates(params, updates), opt_state), metrics

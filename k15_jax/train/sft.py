@@ -29,8 +29,9 @@ class SFTConfig:
     microbatches: int = 1  # gradient accumulation: rows split into this many passes
 
 
-def pack(examples: list[tuple], rows: int, row_len: int, pad_id: int,
-         placement: list | None = None):
+def pack(
+    examples: list[tuple], rows: int, row_len: int, pad_id: int, placement: list | None = None
+):
     """First-fit packing. Returns tokens, segment_ids, loss_mask, each [rows, row_len].
 
     examples: (prompt ids, response ids) or (prompt ids, response ids, per-token loss
@@ -79,7 +80,11 @@ def sft_loss(params, cfg: ModelConfig, tokens, segment_ids, mask, images=None):
 
 def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, cfg.warmup_steps, max(cfg.steps, cfg.warmup_steps + 1), cfg.lr * cfg.end_lr_ratio
+        0.0,
+        cfg.lr,
+        cfg.warmup_steps,
+        max(cfg.steps, cfg.warmup_steps + 1),
+        cfg.lr * cfg.end_lr_ratio,
     )
     return optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm),
@@ -129,8 +134,9 @@ def accumulated_grads(
     return (nll, {"sft/nll": nll, "sft/tokens": mask.sum()}), grads
 
 
-def make_step(model_cfg: ModelConfig, optimizer: optax.GradientTransformation,
-              microbatches: int = 1):
+def make_step(
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, microbatches: int = 1
+):
     """A jitted SFT step (params, opt_state, tokens, seg, mask) -> (params, opt_state, metrics).
 
     microbatches > 1 accumulates the gradient over that many passes (`accumulated_grads`).
