@@ -35,8 +35,8 @@ def test_phase_runs_with_penalty_and_reduced_length(monkeypatch):
     calls = []
     real_score = loop.score
 
-    def spy(texts, refs, lengths, repeated, cfg, it):
-        out = real_score(texts, refs, lengths, repeated, cfg, it)
+    def spy(texts, refs, lengths, repeated, cfg, it, **kw):  # kw: questions, verifier
+        out = real_score(texts, refs, lengths, repeated, cfg, it, **kw)
         calls.append((texts, refs, np.array(lengths), np.array(repeated), cfg, it, out))
         return out
 
