@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from k15_jax.model.config import VisionConfig
-from k15_jax.model.hf import SafetensorsDir
+from k15_jax.model.hf import SafetensorsDir, _to_hf  # same layout moves as the decoder's
 
 # our layer leaf -> (HF name within a layer, layout change)
 _LAYER = {
@@ -135,20 +135,6 @@ def load_siglip(path, vision: VisionConfig | None = None) -> tuple[VisionConfig,
             f"{v.num_patches} patches; check image_size and patch_size"
         )
     return v, jax.tree.map(jnp.asarray, tower)
-
-
-def _to_hf(x: np.ndarray, how: str) -> np.ndarray:
-    if how == "copy":
-        return x
-    if how == "transpose":
-        return x.T
-    if how == "in_heads":  # [E, H, K] -> [H*K, E]
-        return x.reshape(x.shape[0], -1).T
-    if how == "out_heads":  # [H, K, E] -> [E, H*K]
-        return x.reshape(-1, x.shape[-1]).T
-    if how == "bias_heads":
-        return x.reshape(-1)
-    raise ValueError(how)
 
 
 def export_siglip(vision: dict, v: VisionConfig, path) -> None:
