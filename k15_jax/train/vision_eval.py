@@ -3,14 +3,10 @@ on the text-rendered problems; the summary entries and the per-modality plot."""
 
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from k15_jax.data.templates import response_text
 from k15_jax.data.visual import parse_visual_band
-from k15_jax.rewards.math import score_math
-from k15_jax.rollout import driver
-from k15_jax.rollout.buffer import RolloutBuffer
+from k15_jax.train.evaluate import decode_and_score
 from k15_jax.train.vision import modality
 
 
@@ -27,32 +23,12 @@ def evaluate_vision(engine, setup, per_band: int) -> dict[str, tuple[float, floa
             too_long += 1
             continue
         items.append((task, band, ids))
-    requests = [(f"eval{i}", ids) for i, (_, _, ids) in enumerate(items)]
     images = {
         f"eval{i}": vd.images(t) for i, (t, _, _) in enumerate(items) if modality(t) == "image"
     }
-    rollouts, group_ids, _, _ = driver.collect(
-        engine,
-        requests,
-        k=1,
-        iteration=0,
-        key=jax.random.key(0),
-        buffer=RolloutBuffer(),
-        images=images,
+    correct, lens = decode_and_score(
+        engine, setup, [ids for _, _, ids in items], [t.reference for t, _, _ in items], images
     )
-    order = {g: n for n, g in enumerate(group_ids)}
-    tokens, plen, length = (
-        np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
-    )
-    texts, lens = [], []
-    for i in range(len(items)):
-        n = order[f"eval{i}"]
-        texts.append(
-            response_text(setup.template, tok.decode(tokens[n, plen[n] : plen[n] + length[n]]))
-        )
-        lens.append(float(length[n]))
-    correct, _ = score_math(texts, [t.reference for t, _, _ in items])
-    correct, lens = np.asarray(correct, np.float64), np.asarray(lens)
     bands = np.array([b for _, b, _ in items])
     mods = np.array([modality(t) for t, _, _ in items])
     out = {
