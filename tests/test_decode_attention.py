@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from jax import export
 
-from kernels.decode_attention import (
+from k15_jax.kernels.decode_attention import (
     DecodeBlockSizes,
     decode_attention,
     decode_attention_reference,
 )
-from kernels.flash_attention import flash_attention_reference
+from k15_jax.kernels.flash_attention import flash_attention_reference
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax import export
 
-from kernels.flash_attention import (
+from k15_jax.kernels.flash_attention import (
     NEG_LSE,
     FlashBlockSizes,
     block_ranges,

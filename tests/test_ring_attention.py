@@ -15,8 +15,8 @@ CODE = """
 import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import AxisType
-from kernels.flash_attention import FlashBlockSizes
-from kernels.ring_attention import ring_attention, ring_attention_reference
+from k15_jax.kernels.flash_attention import FlashBlockSizes
+from k15_jax.kernels.ring_attention import ring_attention, ring_attention_reference
 
 TINY = FlashBlockSizes(16, 16, 16, 16, 16, 16)
 
@@ -75,7 +75,7 @@ def test_ring_rejects_unknown_axis():
     import jax
     import jax.numpy as jnp
 
-    from kernels.ring_attention import ring_attention
+    from k15_jax.kernels.ring_attention import ring_attention
 
     mesh = jax.make_mesh((1,), ("sequence",))
     q = jnp.zeros((1, 16, 2, 16))

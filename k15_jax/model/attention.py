@@ -5,7 +5,7 @@ Two entry points, each a dict of implementations selected by name:
   decode_attention(q, k, v, lens)  one query token per sequence against a KV cache
 
 "xla" is the plain-jnp reference (and the test oracle); "pallas" uses the kernels in
-`kernels/`; "cudnn" is jax.nn's cuDNN path (GPU only); "auto" picks pallas on GPU/TPU and
+`k15_jax/kernels/`; "cudnn" is jax.nn's cuDNN path (GPU only); "auto" picks pallas on GPU/TPU and
 xla on CPU (interpret mode is for tests).
 """
 
@@ -64,13 +64,13 @@ def xla_decode_attention(q, k_cache, v_cache, lengths):
 
 
 def _pallas_attention(q, k, v, *, causal=True, segment_ids=None, window=None):
-    from kernels import flash_attention
+    from k15_jax.kernels import flash_attention
 
     return flash_attention(q, k, v, causal=causal, segment_ids=segment_ids, window=window)
 
 
 def _pallas_decode_attention(q, k_cache, v_cache, lengths):
-    from kernels import decode_attention as kernel
+    from k15_jax.kernels import decode_attention as kernel
 
     return kernel(q, k_cache, v_cache, lengths)
 

@@ -27,7 +27,7 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from kernels.flash_attention import (
+from k15_jax.kernels.flash_attention import (
     NEG_LSE,
     FlashBlockSizes,
     check_qkv,

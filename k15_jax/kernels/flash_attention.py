@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.flash_plan import (
+from k15_jax.kernels.flash_plan import (
     LOG2E,
     NEG_INF,
     NEG_LSE,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.flash_plan import (
+from k15_jax.kernels.flash_plan import (
     NEG_INF,
     compiler_params,
     pad_axis,

@@ -3,12 +3,12 @@
 On CPU they run in the Pallas interpreter (tests); on GPU they lower through Triton.
 """
 
-from kernels.decode_attention import (
+from k15_jax.kernels.decode_attention import (
     DecodeBlockSizes,
     decode_attention,
     decode_attention_reference,
 )
-from kernels.flash_attention import (
+from k15_jax.kernels.flash_attention import (
     NEG_LSE,
     FlashBlockSizes,
     flash_attention,
@@ -16,7 +16,7 @@ from kernels.flash_attention import (
     flash_attention_lse_reference,
     flash_attention_reference,
 )
-from kernels.ring_attention import ring_attention, ring_attention_reference
+from k15_jax.kernels.ring_attention import ring_attention, ring_attention_reference
 
 __all__ = [
     "NEG_LSE",

@@ -1,0 +1,120 @@
+"""Parameter declarations: every tensor's shape and logical axes, declared once.
+
+Params are a plain nested dict. Layer weights are stacked on a leading "layers" axis so the
+forward pass scans over them. Logical axis names are mapped to mesh axes by
+`k15_jax.sharding`.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from k15_jax.model.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    shape: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    init: str  # "normal" (fan-in scaled), "ones" or "zeros"
+    fan_in: int = 1
+
+
+def param_specs(cfg: ModelConfig) -> dict:
+    """The params pytree structure as ParamSpec leaves."""
+    L, D, F, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    H, G, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    layers = {
+        "attn_norm": ParamSpec((L, D), ("layers", "embed"), "ones"),
+        "wq": ParamSpec((L, D, H, Dh), ("layers", "embed", "q_heads", "head_dim"), "normal", D),
+        "wk": ParamSpec((L, D, G, Dh), ("layers", "embed", "kv_heads", "head_dim"), "normal", D),
+        "wv": ParamSpec((L, D, G, Dh), ("layers", "embed", "kv_heads", "head_dim"), "normal", D),
+        "wo": ParamSpec(
+            (L, H, Dh, D), ("layers", "q_heads", "head_dim", "embed"), "normal", H * Dh
+        ),
+        "mlp_norm": ParamSpec((L, D), ("layers", "embed"), "ones"),
+        "w_gate": ParamSpec((L, D, F), ("layers", "embed", "mlp"), "normal", D),
+        "w_up": ParamSpec((L, D, F), ("layers", "embed", "mlp"), "normal", D),
+        "w_down": ParamSpec((L, F, D), ("layers", "mlp", "embed"), "normal", F),
+    }
+    if cfg.qkv_bias:
+        layers["bq"] = ParamSpec((L, H, Dh), ("layers", "q_heads", "head_dim"), "zeros")
+        layers["bk"] = ParamSpec((L, G, Dh), ("layers", "kv_heads", "head_dim"), "zeros")
+        layers["bv"] = ParamSpec((L, G, Dh), ("layers", "kv_heads", "head_dim"), "zeros")
+    specs = {
+        "embed": ParamSpec((V, D), ("vocab", "embed"), "normal", D),
+        "layers": layers,
+        "final_norm": ParamSpec((D,), ("embed",), "ones"),
+    }
+    if not cfg.tie_embeddings:
+        specs["lm_head"] = ParamSpec((D, V), ("embed", "vocab"), "normal", D)
+    if cfg.vision is not None:  # the image encoder and projector (model/vit.py)
+        from k15_jax.model.vit import vision_param_specs
+
+        specs["vision"] = vision_param_specs(cfg.vision, D)
+    return specs
+
+
+def _is_spec(x) -> bool:
+    return isinstance(x, ParamSpec)
+
+
+def logical_axes(cfg: ModelConfig) -> dict:
+    """Pytree of logical-axis tuples, same structure as params."""
+    return jax.tree.map(lambda s: s.axes, param_specs(cfg), is_leaf=_is_spec)
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+    """Pytree of jax.ShapeDtypeStruct (no memory), same structure as params."""
+    dtype = jnp.dtype(cfg.param_dtype)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, dtype), param_specs(cfg), is_leaf=_is_spec
+    )
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, shardings=None) -> dict:
+    """Random params: normal(0, 1/sqrt(fan_in)) matrices, unit norms, zero biases.
+
+    With `shardings` (a pytree of NamedSharding, see `k15_jax.sharding.param_shardings`)
+    each tensor is created directly in its sharded layout.
+    """
+    specs = param_specs(cfg)
+    leaves, treedef = jax.tree.flatten(specs, is_leaf=_is_spec)
+    keys = jax.random.split(key, len(leaves))
+    dtype = jnp.dtype(cfg.param_dtype)
+
+    def make(spec, k):
+        if spec.init == "ones":
+            return jnp.ones(spec.shape, dtype)
+        if spec.init == "zeros":
+            return jnp.zeros(spec.shape, dtype)
+        std = 1.0 / math.sqrt(spec.fan_in)
+        return (std * jax.random.normal(k, spec.shape, jnp.float32)).astype(dtype)
+
+    def init_all(keys):
+        return treedef.unflatten([make(s, k) for s, k in zip(leaves, keys)])
+
+    if shardings is None:
+        return jax.jit(init_all)(keys)
+    return jax.jit(init_all, out_shardings=shardings)(keys)
+
+
+def check_params(params: dict, cfg: ModelConfig, source: str = "params") -> None:
+    """Fails naming the tensor when params do not match the config's declared shapes."""
+    want = jax.tree_util.tree_flatten_with_path(abstract_params(cfg))[0]
+    have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    want_d = dict(want)
+    for path, spec in want:
+        name = jax.tree_util.keystr(path)
+        if path not in have:
+            raise ValueError(f"{source}: missing tensor {name} (expected shape {spec.shape})")
+        if tuple(have[path].shape) != tuple(spec.shape):
+            raise ValueError(
+                f"{source}: tensor {name} has shape {tuple(have[path].shape)}, "
+                f"expected {spec.shape}"
+            )
+    extra = [jax.tree_util.keystr(p) for p in have if p not in want_d]
+    if extra:
+        raise ValueError(f"{source}: unexpected tensors {extra}")

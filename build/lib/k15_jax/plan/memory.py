@@ -1,0 +1,255 @@
+"""Per-device bytes of the training step and the rollout engine, from the config alone.
+
+Nothing is traced or compiled. Letters: L layers, D model dim, F mlp dim, H query heads,
+G kv heads, Dh head dim, V vocab, R rows (sequences) of a step, T tokens per row, b rows per
+device in one micro-batch, S decode slots, C cache positions. A dimension is divided by
+the mesh axes its logical axis maps to (`sharding.TRAIN_RULES` / `ROLLOUT_RULES`) when they
+divide it, as `sharding.check_divisible` requires of parameters.
+
+What each step holds (why the peaks below are built as they are):
+  SFT step      inputs (params, Adam moments, batch), then during the backward pass the
+                gradients, the saved activations of every layer and the working set of the
+                layer being differentiated; the new params and moments are written after the
+                activations are dead (XLA puts temporaries in the output buffers before).
+  RL update     the same inside a scan over M optimizer steps, whose carry (params, moments)
+                is a second copy next to the (not donated) inputs.
+  decode step   params, the KV cache and per-slot state (donated: updated in place), and
+                one layer's weights and K/V read at a time.
+
+Calibration. Saved activations are the residuals autodiff keeps per layer (counted from
+`jax.ad_checkpoint.print_saved_residuals` for each policy of `transformer.REMAT`). How much
+more the backward pass of one layer holds is up to XLA's buffer assignment:
+RECOMPUTE_WORK and COTANGENT_WORK were measured with `compiled.memory_analysis()` on
+XLA:CPU for 4-8 layer models on 1 and 4 devices (fsdp, tensor and data parallel), and
+tests/test_plan.py keeps the totals within 20% of it. TPU and GPU fuse more, so there these
+figures lean high.
+"""
+
+import math
+
+import numpy as np
+
+from k15_jax.model.config import ModelConfig
+from k15_jax.model.params import ParamSpec, param_specs
+from k15_jax.sharding import ROLLOUT_RULES, TRAIN_RULES, logical_to_spec
+
+RECOMPUTE_WORK = 1.4  # remat: the layer's recomputed residuals plus their cotangents
+COTANGENT_WORK = 0.6  # no remat: the cotangents of the layer's residuals
+LOGITS_WORK = 3  # [b, chunk, V] f32 blocks live in the chunked log-prob backward
+F32 = 4
+
+
+def _parts(entry, mesh_shape: dict) -> int:
+    if entry is None:
+        return 1
+    names = (entry,) if isinstance(entry, str) else entry
+    return math.prod(mesh_shape[a] for a in names)
+
+
+def _split(n: int, parts: int) -> int:
+    """n per device when split in `parts` (unsplit when they do not divide it)."""
+    return n // parts if n % parts == 0 else n
+
+
+def batch_shards(mesh_shape: dict) -> int:
+    return mesh_shape["data"] * mesh_shape["fsdp"]
+
+
+def rows_per_device(rows: int, mesh_shape: dict) -> int:
+    """Rows of a [rows, ...] batch on one device (`distributed.global_batch` replicates
+    a batch whose rows the batch axes do not divide)."""
+    return _split(rows, batch_shards(mesh_shape))
+
+
+def param_bytes(model: ModelConfig, mesh_shape: dict, rules=TRAIN_RULES, layers_only=False) -> int:
+    """Exact bytes of the params on one device under `rules` (layers_only: one layer's)."""
+    itemsize = np.dtype(model.param_dtype).itemsize
+    specs = param_specs(model)
+    if layers_only:
+        specs = specs["layers"]
+    total = 0
+    for spec in _leaves(specs):
+        parts = logical_to_spec(spec.axes, rules)
+        shape = [_split(n, _parts(p, mesh_shape)) for n, p in zip(spec.shape, parts)]
+        total += math.prod(shape) * itemsize
+    return total // model.num_layers if layers_only else total
+
+
+def _leaves(tree):
+    if isinstance(tree, ParamSpec):
+        return [tree]
+    return [leaf for v in tree.values() for leaf in _leaves(v)]
+
+
+def attention_path(model: ModelConfig, platform: str) -> str:
+    """ "xla" (materialises [H, T, T] scores) or "flash" (Pallas / cuDNN kernels)."""
+    impl = model.attention_impl
+    if impl == "auto":
+        impl = "xla" if platform == "cpu" else "pallas"
+    return "xla" if impl == "xla" else "flash"
+
+
+def layer_activations(
+    model: ModelConfig, tp: int, b: int, T: int, attention: str, gather: int = 1
+) -> dict:
+    """Bytes one layer saves for the backward pass, for b rows of T tokens, per policy.
+
+    none: inputs and outputs of norms, q/k/v, rotary, attention (scores, mask, probs: 4 of
+      [H, T, T] f32 with XLA attention; the log-sum-exp with a flash kernel), output
+      projection, 6 of [F] in the MLP. dots: x, q/k/v and o projections, gate and up.
+      full: the layer input x.
+    gather: the q/k/v and MLP tensors hold b * gather rows (see `activations`).
+    """
+    a = np.dtype(model.dtype).itemsize
+    D, Dh = model.hidden_size, model.head_dim
+    Ht, Gt = _split(model.num_heads, tp), _split(model.num_kv_heads, tp)
+    Ft = _split(model.intermediate_size, tp)
+    q, kv = Ht * Dh, Gt * Dh
+    scores = 4 * F32 * Ht * T if attention == "xla" else 2 * F32 * Ht
+    tokens, wide = b * T, b * gather * T
+    return {
+        "none": tokens * (a * 6 * D + scores) + wide * a * (2 * q + 2 * kv + 6 * Ft),
+        "dots": tokens * a * 2 * D + wide * a * (q + 2 * kv + 2 * Ft),
+        "full": tokens * a * D,
+    }
+
+
+def activations(
+    model: ModelConfig, mesh_shape: dict, b: int, T: int, attention: str, split: bool = True
+) -> dict:
+    """Saved activations of all layers and the backward working set, for b rows per device.
+
+    With fsdp > 1 the batch and the weights' model dim are split over the same mesh axis,
+    and XLA's partitioner (nothing in the model constrains the activations) contracts the
+    projections over the split model dim with the rows gathered: q/k/v and MLP tensors hold
+    the rows of all fsdp devices, whole (measured on 4 CPU devices, tests/test_plan.py).
+    split: the batch rows are split over the batch axes (False: replicated, nothing to
+    gather). Returns {"activations": bytes, "working set": bytes} under model.remat.
+    """
+    tp = mesh_shape["tensor"]
+    gather = mesh_shape["fsdp"] if split else 1
+    per = layer_activations(model, tp, b, T, attention, gather=gather)
+    policy = model.remat
+    saved = model.num_layers * per[policy]
+    Ht = _split(model.num_heads, tp)
+    if policy == "none" and attention == "xla":  # the [B, T, T] mask broadcast over heads,
+        saved += (2 * F32 + 2) * b * Ht * T * T  # f32 and bool, kept once for all layers
+    work = {
+        "none": COTANGENT_WORK * per["none"],
+        "full": RECOMPUTE_WORK * per["none"],
+        "dots": RECOMPUTE_WORK * (per["none"] - per["dots"]),
+    }[policy]
+    # the log-prob chunks are differentiated before the layers: the larger of the two
+    chunk = max(1, min(model.logits_chunk, T))
+    work = max(work, LOGITS_WORK * F32 * b * chunk * _split(model.vocab_size, tp))
+    return {"activations": int(saved), "working set": int(work)}
+
+
+def train_step(
+    model: ModelConfig,
+    mesh_shape: dict,
+    rows: int,
+    T: int,
+    *,
+    microbatches: int = 1,
+    platform: str = "cpu",
+    kind: str = "sft",
+) -> dict:
+    """Per-device bytes of one jitted training step (`sft.make_step` or `rl_step.make_update`).
+
+    kind "sft": batch = tokens, segment ids, loss mask; kind "rl": tokens, ref_logp, mask
+    (+ rewards), the M updates in a scan (the same memory for any M). Returns the
+    components, "inputs", "beyond inputs" (what the step allocates: XLA's output + temp
+    sizes) and "peak".
+    """
+    P = param_bytes(model, mesh_shape, TRAIN_RULES)
+    opt = 2 * P  # Adam's first and second moments, in the param dtype
+    b = rows_per_device(rows, mesh_shape)
+    bm = -(-b // microbatches)
+    batch = b * T * 12  # three [R, T] arrays of 4 bytes
+    grads = P * (2 if microbatches > 1 else 1)  # accumulator + one micro-batch's
+    split = rows % batch_shards(mesh_shape) == 0
+    act = activations(model, mesh_shape, bm, T, attention_path(model, platform), split)
+    backward = grads + act["activations"] + act["working set"]
+    out = {
+        "params": P,
+        "optimizer state": opt,
+        "batch": batch,
+        "gradients": grads,
+        **act,
+        "new params and optimizer state": P + opt,
+    }
+    if kind == "sft":
+        beyond = max(backward, P + opt + P)
+    else:
+        if microbatches > 1:  # log-probs of all rows and their cotangent
+            backward += 2 * F32 * b * T
+        out["scan carry"] = P + opt
+        beyond = P + opt + backward
+    out["inputs"] = P + opt + batch
+    out["beyond inputs"] = int(beyond)
+    out["peak"] = int(out["inputs"] + beyond)
+    return out
+
+
+def decode_state_bytes(model: ModelConfig, mesh_shape: dict, slots: int, C: int, window: int):
+    """Per-device bytes of the engine's DecodeState: (kv cache, per-slot rest)."""
+    a = np.dtype(model.dtype).itemsize
+    S = _split(slots, batch_shards(mesh_shape))
+    Gt = _split(model.num_kv_heads, mesh_shape["tensor"])
+    kv = 2 * model.num_layers * S * Gt * C * model.head_dim * a
+    rest = S * (6 * 4 + 1 + 2 * 4 + window * 4)  # 6 int32 rows, active, key, repeat window
+    return kv, rest
+
+
+def rollout(
+    model: ModelConfig,
+    mesh_shape: dict,
+    *,
+    slots: int,
+    cache_len: int,
+    steps_per_sync: int,
+    window: int,
+    prefill_len: int,
+    platform: str = "cpu",
+) -> dict:
+    """Per-device bytes of the rollout phase: trainer params (kept by the loop), the engine's
+    params, the decode state, the prefill buffer and the larger of the decode and prefill
+    working sets. "decode step" holds the figures of one compiled `generate` call.
+    """
+    tp = mesh_shape["tensor"]
+    S = _split(slots, batch_shards(mesh_shape))
+    Ht = _split(model.num_heads, tp)
+    engine_params = param_bytes(model, mesh_shape, ROLLOUT_RULES)
+    layer = param_bytes(model, mesh_shape, ROLLOUT_RULES, layers_only=True)
+    kv, rest = decode_state_bytes(model, mesh_shape, slots, cache_len, window)
+    step_out = steps_per_sync * S * (4 + 4 + 1) + S * 4 + 4
+    vocab = _split(model.vocab_size, tp)
+    # one layer's K and V and weights read out of the stacks, logits, scores
+    decode_work = kv // model.num_layers + layer + S * (2 * F32 * vocab + F32 * Ht * cache_len)
+    # prefill of up to `slots` rows (the eval pass fills every slot with a new prompt): K/V
+    # padded to C for all of them, half of it again before the head-major transpose
+    prefix = kv
+    scores = 4 * F32 * S * Ht * prefill_len**2 if attention_path(model, platform) == "xla" else 0
+    prefill_work = prefix // 2 + layer + scores
+    trainer = param_bytes(model, mesh_shape, TRAIN_RULES)
+    return {
+        "trainer params": trainer,
+        "engine params": engine_params,
+        "KV cache": kv,
+        "slot state": rest,
+        "prefill buffer": prefix,
+        "working set": max(decode_work + step_out, prefill_work),
+        "peak": trainer
+        + engine_params
+        + kv
+        + rest
+        + prefix
+        + max(decode_work + step_out, prefill_work),
+        "decode step": {
+            "inputs": engine_params + kv + rest,
+            "outputs": kv + rest + step_out,
+            "temporaries": decode_work,
+        },
+        "kv per slot": kv // max(S, 1),
+    }

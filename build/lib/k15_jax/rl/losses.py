@@ -1,0 +1,271 @@
+"""Policy losses of k1.5: online mirror descent (report sec. 2.3.2) and its ablations (sec. 3.5).
+
+All losses take per-token log-probs of the sampled tokens and return `(loss, metrics)`, where
+`metrics` is a flat dict of scalar arrays. Shapes: B prompts, K samples per prompt, T tokens.
+
+    logp      [B, K, T]  log pi_theta(token)      (the policy being trained; gets gradient)
+    ref_logp  [B, K, T]  log pi_theta_i(token)    (the policy that sampled; a constant)
+    rewards   [B, K]                              (a constant)
+    mask      [B, K, T]  nonzero where the token counts; masked positions may hold any value,
+                         NaN and inf included: they are removed with `jnp.where`, never multiplied.
+
+`LOSSES` maps a config name to a function with the common signature
+`fn(logp, ref_logp, rewards, mask, **options)`; `loss_options(LossConfig)` gives the options.
+The derivation is in docs/algorithm.md.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _choice(table: dict, key: str, option: str):
+    """Looks up a named variant; a bad name raises an error that says which option to fix."""
+    if key not in table:
+        raise ValueError(
+            f"unknown {option}={key!r}; set algo.loss.{option} to one of {sorted(table)}"
+        )
+    return table[key]
+
+
+# How per-token quantities become one number per response (option `seq_reduce`).
+# "sum" is the report's form: log pi(y|x) = sum_t log pi(y_t | x, y_<t).
+# "token_mean" divides by the response's number of counted tokens, which keeps long responses
+# from dominating the loss; it changes the objective and is not in the report.
+SEQ_REDUCE = {
+    "sum": lambda total, count: total,
+    "token_mean": lambda total, count: total / jnp.maximum(count, 1),
+}
+
+
+def sequence_sum(x, mask, seq_reduce: str = "sum"):
+    """Per-response reduction of a per-token array over counted tokens.
+
+    x, mask: [..., T] -> [...]. Positions with mask == 0 are replaced by 0 before summing, so
+    their values (NaN, inf) reach neither the result nor the gradient.
+    """
+    valid = mask > 0
+    total = jnp.sum(jnp.where(valid, x, 0), axis=-1)
+    count = jnp.sum(valid, axis=-1).astype(total.dtype)
+    return _choice(SEQ_REDUCE, seq_reduce, "seq_reduce")(total, count)
+
+
+def _mean_baseline(rewards, tau):
+    """tau*logZ ~ mean_j r_j: the report's practical choice (sec. 2.3.2). [B, K] -> [B, 1]."""
+    del tau
+    return jnp.mean(rewards, axis=-1, keepdims=True)
+
+
+def _logmeanexp_baseline(rewards, tau):
+    """tau*logZ ~ tau * log(1/K sum_j exp(r_j / tau)). [B, K] -> [B, 1].
+
+    Written as m + tau * log1p(mean_j expm1((r_j - m) / tau)) with m = max_j r_j: the
+    arguments of expm1 are <= 0 (no overflow for small tau) and log1p/expm1 keep full precision
+    when (r - m)/tau is tiny (large tau), where log(mean(exp(.))) would cancel catastrophically.
+    """
+    m = jnp.max(rewards, axis=-1, keepdims=True)
+    x = jnp.mean(jnp.expm1((rewards - m) / tau), axis=-1, keepdims=True)
+    return m + tau * jnp.log1p(x)
+
+
+# Estimates of tau*logZ[b] (option `log_z`); both are treated as constants in the loss.
+LOG_Z = {"mean": _mean_baseline, "logmeanexp": _logmeanexp_baseline}
+
+# Overall loss factor (option `loss_scale`). "none" is the report's squared loss, whose gradient
+# is 2*tau times a policy gradient; "inv_2tau" divides by 2*tau so that the gradient is exactly
+# minus the sampled-baseline gradient, of the same size as `policy_gradient_loss`'s for any tau.
+LOSS_SCALE = {
+    "none": lambda tau: 1.0,
+    "inv_tau": lambda tau: 1.0 / tau,
+    "inv_2tau": lambda tau: 0.5 / tau,
+}
+
+
+def zero_advantage_fraction(rewards):
+    """Fraction of prompts whose K rewards are all equal (they carry no learning signal). -> []"""
+    same = jnp.all(rewards == rewards[..., :1], axis=-1)
+    return jnp.mean(same.astype(jnp.float32))
+
+
+def mirror_descent_loss(
+    logp, ref_logp, rewards, mask, *, tau, log_z="mean", seq_reduce="sum", loss_scale="none"
+):
+    """k1.5 online-mirror-descent surrogate loss (report sec. 2.3.2).
+
+        d[b,j]   = sum_t mask * (logp - ref_logp)              (sequence log pi_theta/pi_theta_i)
+        L        = mean_{b,j} (r[b,j] - tau*logZ[b] - tau*d[b,j])**2
+
+    tau*logZ[b] is `mean_j r[b,j]` (log_z="mean", default) or
+    `tau*log(mean_j exp(r[b,j]/tau))` (log_z="logmeanexp"); it, the rewards and ref_logp get no
+    gradient. With log_z="mean", -(1/(2 tau)) grad L is the sampled-baseline gradient of
+    `sampled_baseline_surrogate`.
+
+    Args: logp, ref_logp, mask [B, K, T]; rewards [B, K]; tau > 0; seq_reduce in SEQ_REDUCE;
+      loss_scale in LOSS_SCALE (multiplies L).
+    Returns: (loss [], metrics) with reward_mean, abs_log_ratio (mean |d|), sq_log_ratio
+      (mean d**2), zero_adv_frac, tau_log_z (mean of tau*logZ).
+    """
+    rewards = jax.lax.stop_gradient(rewards)
+    ref_logp = jax.lax.stop_gradient(ref_logp)
+    valid = mask > 0
+    # Both inputs are cleaned before the subtraction: inf - inf at a masked slot is never formed.
+    diff = jnp.where(valid, logp, 0) - jnp.where(valid, ref_logp, 0)
+    d = sequence_sum(diff, mask, seq_reduce)
+    tau_log_z = jax.lax.stop_gradient(_choice(LOG_Z, log_z, "log_z")(rewards, tau))
+    residual = rewards - tau_log_z - tau * d
+    scale = _choice(LOSS_SCALE, loss_scale, "loss_scale")(tau)
+    loss = scale * jnp.mean(residual**2)
+    d_const = jax.lax.stop_gradient(d)
+    metrics = {
+        "reward_mean": jnp.mean(rewards),
+        "abs_log_ratio": jnp.mean(jnp.abs(d_const)),
+        "sq_log_ratio": jnp.mean(d_const**2),
+        "zero_adv_frac": zero_advantage_fraction(rewards),
+        "tau_log_z": jnp.mean(tau_log_z),
+    }
+    return loss, metrics
+
+
+def sampled_baseline_surrogate(
+    logp, ref_logp, rewards, mask, *, tau, log_z="mean", seq_reduce="sum"
+):
+    """Objective (to maximise) whose gradient is k1.5's sampled-baseline gradient (sec. 2.3.2).
+
+        grad J = 1/(B K) sum_{b,j} [ (r[b,j] - rbar[b]) grad log pi_theta(y_bj|x_b)
+                                     - (tau/2) grad d[b,j]**2 ]
+
+    with rbar = tau*logZ (the mean reward by default) held constant and d as in
+    `mirror_descent_loss`. For the same options, grad J == -(1/(2 tau)) grad mirror_descent_loss.
+    Shapes as in `mirror_descent_loss`; returns (J [], metrics).
+    """
+    rewards = jax.lax.stop_gradient(rewards)
+    ref_logp = jax.lax.stop_gradient(ref_logp)
+    valid = mask > 0
+    baseline = _choice(LOG_Z, log_z, "log_z")(rewards, tau)
+    advantage = jax.lax.stop_gradient(rewards - baseline)
+    seq_logp = sequence_sum(logp, mask, seq_reduce)
+    d = sequence_sum(jnp.where(valid, logp, 0) - jnp.where(valid, ref_logp, 0), mask, seq_reduce)
+    objective = jnp.mean(advantage * seq_logp - 0.5 * tau * d**2)
+    metrics = {
+        "reward_mean": jnp.mean(rewards),
+        "zero_adv_frac": zero_advantage_fraction(rewards),
+    }
+    return objective, metrics
+
+
+def policy_gradient_loss(logp, rewards, mask, *, seq_reduce="sum"):
+    """REINFORCE with the group-mean baseline, no regulariser (ablation baseline, sec. 3.5).
+
+        L = -mean_{b,j} (r[b,j] - mean_j r[b,j]) * sum_t mask * logp[b,j,t]
+
+    Negative advantages push probability down ("negative gradients" on).
+    Args: logp, mask [B, K, T]; rewards [B, K]. Returns (loss [], metrics).
+    """
+    rewards = jax.lax.stop_gradient(rewards)
+    advantage = rewards - jnp.mean(rewards, axis=-1, keepdims=True)
+    seq_logp = sequence_sum(logp, mask, seq_reduce)
+    loss = -jnp.mean(advantage * seq_logp)
+    metrics = {
+        "reward_mean": jnp.mean(rewards),
+        "adv_abs_mean": jnp.mean(jnp.abs(advantage)),
+        "zero_adv_frac": zero_advantage_fraction(rewards),
+    }
+    return loss, metrics
+
+
+def rest_loss(logp, rewards, mask, *, correct=None, correct_threshold=0.5, seq_reduce="sum"):
+    """ReST / rejection-sampling fine-tuning: NLL of correct responses only (sec. 3.5 ablation).
+
+        c[b,j] = correct[b,j]  if `correct` is given, else  rewards[b,j] >= correct_threshold
+        L      = -sum_{b,j} c[b,j] * sum_t mask * logp[b,j,t] / max(1, sum_{b,j} c[b,j])
+
+    i.e. the mean NLL over the kept (correct) responses; incorrect responses contribute neither
+    value nor gradient (no negative gradient). The default threshold 0.5 keeps exactly reward 1
+    for {0, 1} rewards and still separates correct from incorrect when the length penalty of
+    sec. 2.3.3 (weight w <= 1) has been added: correct rewards are then >= 1 - w/2 >= 0.5 and
+    incorrect ones <= 0. Pass `correct` ([B, K], nonzero = correct) to bypass the threshold.
+    Args: logp, mask [B, K, T]; rewards [B, K]. Returns (loss [], metrics).
+    """
+    rewards = jax.lax.stop_gradient(rewards)
+    keep = (rewards >= correct_threshold) if correct is None else (jnp.asarray(correct) > 0)
+    seq_logp = sequence_sum(logp, mask, seq_reduce)
+    n_keep = jnp.sum(keep).astype(seq_logp.dtype)
+    loss = -jnp.sum(jnp.where(keep, seq_logp, 0)) / jnp.maximum(n_keep, 1)
+    metrics = {
+        "reward_mean": jnp.mean(rewards),
+        "kept_frac": jnp.mean(keep.astype(jnp.float32)),
+        "zero_adv_frac": zero_advantage_fraction(rewards),
+    }
+    return loss, metrics
+
+
+def _policy_gradient_common(logp, ref_logp, rewards, mask, **options):
+    """`policy_gradient_loss` with the common signature; ref_logp is unused."""
+    del ref_logp
+    return policy_gradient_loss(logp, rewards, mask, **options)
+
+
+def _rest_common(logp, ref_logp, rewards, mask, **options):
+    """`rest_loss` with the common signature; ref_logp is unused."""
+    del ref_logp
+    return rest_loss(logp, rewards, mask, **options)
+
+
+# Losses selectable by `LossConfig.name`, all `fn(logp, ref_logp, rewards, mask, **options)`.
+LOSSES = {
+    "mirror_descent": mirror_descent_loss,
+    "policy_gradient": _policy_gradient_common,
+    "rest": _rest_common,
+}
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Which policy loss to train with and its options (see docs/algorithm.md).
+
+    name: a key of LOSSES. tau: KL weight of sec. 2.3.2 (the report gives no value; 1.0 keeps the
+    per-iteration sequence log-ratio near the advantage). log_z: a key of LOG_Z. seq_reduce: a
+    key of SEQ_REDUCE ("sum" is the report's). loss_scale: a key of LOSS_SCALE ("none" is the
+    report's). correct_threshold: reward at or above which ReST keeps a response.
+    """
+
+    name: str = "mirror_descent"
+    tau: float = 1.0
+    log_z: str = "mean"
+    seq_reduce: str = "sum"
+    loss_scale: str = "none"
+    correct_threshold: float = 0.5
+
+
+# Which LossConfig fields each loss takes as keyword options.
+_OPTION_FIELDS = {
+    "mirror_descent": ("tau", "log_z", "seq_reduce", "loss_scale"),
+    "policy_gradient": ("seq_reduce",),
+    "rest": ("seq_reduce", "correct_threshold"),
+}
+
+# Checks of each option value; each raises ValueError naming the field to fix.
+_CHECKS = {
+    "tau": lambda v: None if math.isfinite(v) and v > 0 else _bad("tau", v, "a finite number > 0"),
+    "log_z": lambda v: _choice(LOG_Z, v, "log_z"),
+    "seq_reduce": lambda v: _choice(SEQ_REDUCE, v, "seq_reduce"),
+    "loss_scale": lambda v: _choice(LOSS_SCALE, v, "loss_scale"),
+    "correct_threshold": lambda v: (
+        None if math.isfinite(v) else _bad("correct_threshold", v, "finite")
+    ),
+}
+
+
+def _bad(field, value, want):
+    raise ValueError(f"algo.loss.{field}={value!r} is invalid; set algo.loss.{field} to {want}")
+
+
+def loss_options(cfg: LossConfig) -> dict:
+    """Keyword options for `LOSSES[cfg.name]`, validated: `LOSSES[cfg.name](..., **opts)`."""
+    fields = _choice(_OPTION_FIELDS, cfg.name, "name")
+    options = {field: getattr(cfg, field) for field in fields}
+    for field, value in options.items():
+        _CHECKS[field](value)
+    return options

@@ -1,0 +1,103 @@
+"""Prompt samplers for RL iterations (report sec. 2.3.4): uniform, curriculum, prioritized.
+
+Host-side numpy: a sampler draws indices into a fixed prompt pool from its state, the
+per-prompt attempt and success counts (part of the run checkpoint). Each sampler is a
+function `draw(state, bands, n, rng, cfg, iteration) -> indices [n]`, selected by name from
+SAMPLERS; `update` records the outcome of a batch.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class SamplerConfig:
+    """name: uniform | curriculum | prioritized.
+
+    curriculum: `mode="warmup_then_hard"` samples the whole pool for `warmup_iterations`,
+    then mostly the hard bands (the report's ablation, Fig. 9), keeping `easy_fraction` of
+    each batch on the whole pool so easier bands are not forgotten; `mode="staged"` opens
+    the bands easy to hard, one more every `stage_iterations`.
+    prioritized: p_i proportional to max(1 - s_i, floor), s_i the success rate of prompt i.
+    """
+
+    name: str = "curriculum"
+    batch_prompts: int = 32
+    samples_per_prompt: int = 8
+    mode: str = "warmup_then_hard"
+    warmup_iterations: int = 5
+    hard_bands: list[str] = dataclasses.field(default_factory=list)  # [] = the last band
+    easy_fraction: float = 0.25
+    stage_iterations: int = 10
+    floor: float = 0.05
+
+
+def init_state(pool_size: int) -> dict:
+    return {
+        "attempts": np.zeros(pool_size, np.int64),
+        "successes": np.zeros(pool_size, np.int64),
+    }
+
+
+def success_rate(state: dict) -> np.ndarray:
+    return state["successes"] / np.maximum(state["attempts"], 1)
+
+
+def update(state: dict, indices: np.ndarray, correct: np.ndarray) -> dict:
+    """correct: [n, K] in {0, 1} for the prompts at `indices` -> new state."""
+    attempts, successes = state["attempts"].copy(), state["successes"].copy()
+    np.add.at(attempts, indices, correct.shape[1])
+    np.add.at(successes, indices, correct.sum(axis=1).astype(np.int64))
+    return {"attempts": attempts, "successes": successes}
+
+
+def _choose(rng, candidates: np.ndarray, n: int, p=None) -> np.ndarray:
+    if len(candidates) == 0:
+        raise ValueError("the sampler has no prompts to draw from; check sampler.hard_bands")
+    replace = n > len(candidates)
+    return rng.choice(candidates, size=n, replace=replace, p=p)
+
+
+def uniform(state, bands, n, rng, cfg, iteration):
+    return _choose(rng, np.arange(len(bands)), n)
+
+
+def _hard_set(bands: np.ndarray, cfg: SamplerConfig) -> list[str]:
+    order = list(dict.fromkeys(bands.tolist()))
+    hard = list(cfg.hard_bands) or order[-1:]
+    unknown = sorted(set(hard) - set(order))
+    if unknown:
+        raise ValueError(f"sampler.hard_bands {unknown} are not bands of the pool {order}")
+    return hard
+
+
+def curriculum(state, bands, n, rng, cfg, iteration):
+    bands = np.asarray(bands)
+    everything = np.arange(len(bands))
+    if cfg.mode == "staged":
+        order = list(dict.fromkeys(bands.tolist()))
+        open_bands = order[: 1 + iteration // max(cfg.stage_iterations, 1)]
+        return _choose(rng, np.flatnonzero(np.isin(bands, open_bands)), n)
+    if cfg.mode != "warmup_then_hard":
+        raise ValueError(f"sampler.mode={cfg.mode!r}; use 'warmup_then_hard' or 'staged'")
+    if iteration < cfg.warmup_iterations:
+        return _choose(rng, everything, n)
+    n_easy = int(round(cfg.easy_fraction * n))
+    hard = np.flatnonzero(np.isin(bands, _hard_set(bands, cfg)))
+    return np.concatenate([_choose(rng, everything, n_easy), _choose(rng, hard, n - n_easy)])
+
+
+def prioritized(state, bands, n, rng, cfg, iteration):
+    weight = np.maximum(1.0 - success_rate(state), cfg.floor)
+    return _choose(rng, np.arange(len(bands)), n, p=weight / weight.sum())
+
+
+SAMPLERS = {"uniform": uniform, "curriculum": curriculum, "prioritized": prioritized}
+
+
+def draw(state, bands, n, rng, cfg: SamplerConfig, iteration: int) -> np.ndarray:
+    """Indices [n] into the pool (whose band labels are `bands`) for this iteration."""
+    if cfg.name not in SAMPLERS:
+        raise ValueError(f"sampler.name={cfg.name!r}; choose one of {sorted(SAMPLERS)}")
+    return np.asarray(SAMPLERS[cfg.name](state, bands, n, rng, cfg, iteration), np.int64)

@@ -1,0 +1,101 @@
+"""The engine's decode step: the model's `decode_step` math on a head-major KV cache.
+
+Letters: L layers, S slots, C cache positions, G kv heads, R = H / G query heads per kv head,
+Dh head dim, D model dim, V vocab.
+
+Why not `model.decode_step`: on CPU its [L, S, C, G, Dh] cache, carried through the layer
+scan, costs a transpose per layer for the attention dots and grows the step time with C
+(about 2x at C = 1024 for the 28M bench model). Here the cache is [L, S, G, C, Dh]
+(`engine.CACHE_AXES`), layers read their slice as scan inputs (never carried), the new
+token attends to the cache and to itself in one softmax (no per-layer cache copy), and the
+new keys/values are scattered into the cache once per step, outside the layer scan.
+Projections, MLP, norms and rope are the model's own functions, so numerics match `forward`
+(tested against it).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from k15_jax.model.config import ModelConfig
+from k15_jax.model.transformer import (
+    _attn_out_and_mlp,
+    _embed,
+    _qkv,
+    logits_from_hidden,
+    rms_norm,
+)
+
+_NEG = -1e30
+
+
+def attend(q, k_cache, v_cache, k_new, v_new, lengths):
+    """Softmax attention of one query per slot over cache[:lengths] plus its own key.
+
+    q [S, H, Dh]; k_cache, v_cache [S, G, C, Dh]; k_new, v_new [S, G, Dh]; lengths [S].
+    Returns [S, H, Dh] in q's dtype; scores and softmax in float32.
+    """
+    S, H, Dh = q.shape
+    G, C = k_cache.shape[1], k_cache.shape[2]
+    qg = q.reshape(S, G, H // G, Dh)
+    scale = Dh**-0.5
+    sc = jnp.einsum("sgrd,sgcd->sgrc", qg, k_cache, preferred_element_type=jnp.float32) * scale
+    sn = jnp.einsum("sgrd,sgd->sgr", qg, k_new, preferred_element_type=jnp.float32)[..., None]
+    sn = sn * scale
+    mask = (jnp.arange(C)[None, :] < lengths[:, None])[:, None, None, :]
+    sc = jnp.where(mask, sc, _NEG)
+    m = jnp.maximum(jnp.max(sc, axis=-1, keepdims=True), sn)
+    pc = jnp.where(mask, jnp.exp(sc - m), 0.0)
+    pn = jnp.exp(sn - m)
+    den = jnp.sum(pc, axis=-1, keepdims=True) + pn
+    out = jnp.einsum(
+        "sgrc,sgcd->sgrd", pc.astype(v_cache.dtype), v_cache, preferred_element_type=jnp.float32
+    )
+    out = (out + pn * v_new[:, :, None, :].astype(jnp.float32)) / den
+    return out.reshape(S, H, Dh).astype(q.dtype)
+
+
+def decode_layers(params: dict, cfg: ModelConfig, tokens, k, v, lengths, span=None):
+    """One token per slot through all layers, without writing the cache.
+
+    tokens [S] at positions lengths [S]; k, v [L, S, G, C, Dh] hold positions < lengths.
+    span (static, optional): attend only to cache positions < span (needs lengths <= span);
+    decode attention reads the whole cache, so short contexts in a long cache pay for it.
+    Returns (logits [S, V] float32, k_new, v_new [L, S, G, Dh]) for `write_kv`.
+    """
+    positions = lengths[:, None]
+
+    def block(x, xs):
+        layer, ck, cv = xs
+        if span is not None:
+            ck, cv = ck[:, :, :span], cv[:, :, :span]
+        h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
+        q, kn, vn = _qkv(cfg, layer, h, positions)
+        kn, vn = kn[:, 0].astype(ck.dtype), vn[:, 0].astype(cv.dtype)
+        a = attend(q[:, 0], ck, cv, kn, vn, lengths)
+        return _attn_out_and_mlp(cfg, layer, x, a[:, None]), (kn, vn)
+
+    x0 = _embed(params, cfg, tokens[:, None])
+    x, (kn, vn) = jax.lax.scan(block, x0, (params["layers"], k, v))
+    x = rms_norm(x[:, 0], params["final_norm"], cfg.rms_norm_eps)
+    return logits_from_hidden(params, cfg, x), kn, vn
+
+
+def write_kv(k, v, k_new, v_new, positions):
+    """Writes k_new, v_new [L, S, G, Dh] at cache positions [S] of k, v [L, S, G, C, Dh]."""
+    slots = jnp.arange(positions.shape[0])
+    # advanced indices (slots, positions) around a slice put their dim first: [S, L, G, Dh]
+    k = k.at[:, slots, :, positions].set(k_new.transpose(1, 0, 2, 3))
+    v = v.at[:, slots, :, positions].set(v_new.transpose(1, 0, 2, 3))
+    return k, v
+
+
+def decode_step(params: dict, cfg: ModelConfig, tokens, k, v, lengths):
+    """`decode_layers` then `write_kv` at lengths: (logits [S, V], k, v).
+
+    In a decode loop, prefer deferring the write to the start of the next step (as the
+    engine does): XLA then updates the loop-carried cache in place instead of keeping the
+    old cache alive for the layer scan.
+    """
+    logits, kn, vn = decode_layers(params, cfg, tokens, k, v, lengths)
+    k, v = write_kv(k, v, kn, vn, lengths)
+    return logits, k, v

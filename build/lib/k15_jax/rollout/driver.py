@@ -1,0 +1,397 @@
+"""The in-process RL rollout driver: continuous batching, K samples per prompt, partial rollouts.
+
+`collect` samples K responses per request on a `RolloutEngine`. A slot that finishes (eos,
+length limit, repeat) or exhausts its per-call token budget is refilled from the queue at
+the next host sync (every `steps_per_sync` decode steps). The K samples of a request share
+one prefill (the prefix is inserted into K slots).
+
+Partial rollouts (report sec. 2.6.2, `cfg.partial`): each trajectory decodes at most
+`cfg.budget_tokens` tokens per call. Only complete groups (all K samples finished) are
+returned; a group with an unfinished sample goes, with its finished siblings, to the
+buffer, and its unfinished samples continue in the next call (prompt + partial response is
+prefilled, then decoding goes on). Each token records the iteration that produced it.
+Buffered groups are returned before new ones, oldest first.
+
+Rollouts have fixed shapes so the trainer compiles once: T = max_prompt_len +
+max_new_tokens, and N = K * (number of groups rounded up to a multiple of pad_groups_to),
+padding groups having group -1 and an all-zero mask.
+"""
+
+import collections
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from k15_jax.rollout import repeat
+from k15_jax.rollout.buffer import RolloutBuffer, Trajectory
+from k15_jax.rollout.sampling import trajectory_keys
+from k15_jax.rollout.steps import prefill_chunks
+from k15_jax.rollout.types import (
+    FINISH_BUDGET,
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_NONE,
+    FINISH_REPEAT,
+    RolloutConfig,
+    Rollouts,
+)
+
+# Options that are compiled into the engine; `collect` may only change the others.
+_ENGINE_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "greedy",
+    "max_new_tokens",
+    "max_prompt_len",
+    "slots",
+    "repeat_ngram",
+    "repeat_min_repeats",
+    "repeat_window",
+    "stop_on_repeat",
+)
+
+
+def _check_cfg(engine, cfg: RolloutConfig) -> None:
+    for f in _ENGINE_FIELDS:
+        if getattr(cfg, f) != getattr(engine.cfg, f):
+            raise ValueError(
+                f"collect: rollout.{f}={getattr(cfg, f)!r} differs from the engine's "
+                f"{getattr(engine.cfg, f)!r}; build the engine (make_engine) with this config"
+            )
+    if cfg.budget_tokens < 1 or cfg.steps_per_sync < 1:
+        raise ValueError("rollout.budget_tokens and rollout.steps_per_sync must be >= 1")
+
+
+def _parse_requests(requests, cfg: RolloutConfig, vocab: int, taken: set[str]):
+    """Validates every request before any work, so none is half-processed or dropped."""
+    out, seen = [], set(taken)
+    for i, req in enumerate(requests):
+        if len(req) not in (2, 3):
+            raise ValueError(
+                f"request {i}: expected (request_id, prompt_tokens) or "
+                f"(request_id, prompt_tokens, max_new_tokens), got {len(req)} fields"
+            )
+        rid, prompt = str(req[0]), np.asarray(req[1], np.int64).reshape(-1)
+        max_new = int(req[2]) if len(req) == 3 else cfg.max_new_tokens
+        if rid in seen:
+            raise ValueError(
+                f"request id {rid!r} appears twice (in this batch or in the partial-rollout "
+                "buffer); request ids must be unique across iterations"
+            )
+        seen.add(rid)
+        if prompt.size == 0:
+            raise ValueError(
+                f"request {rid!r} has an empty prompt; every prompt needs at least one "
+                "token (e.g. BOS)"
+            )
+        if prompt.size > cfg.max_prompt_len:
+            raise ValueError(
+                f"request {rid!r}: prompt of {prompt.size} tokens exceeds "
+                f"rollout.max_prompt_len={cfg.max_prompt_len}; raise rollout.max_prompt_len "
+                "or shorten the prompt"
+            )
+        if prompt.min() < 0 or prompt.max() >= vocab:
+            raise ValueError(
+                f"request {rid!r}: token ids must be in [0, {vocab}) (model.vocab_size), "
+                f"got range [{prompt.min()}, {prompt.max()}]"
+            )
+        if not 1 <= max_new <= cfg.max_new_tokens:
+            raise ValueError(
+                f"request {rid!r}: max_new_tokens={max_new} must be in "
+                f"[1, rollout.max_new_tokens={cfg.max_new_tokens}]"
+            )
+        out.append((rid, prompt.astype(np.int32), max_new))
+    return out
+
+
+def _check_buffer(buffer: RolloutBuffer, k: int, cfg: RolloutConfig) -> None:
+    """Buffered groups must fit this call's K and shapes (e.g. after a config change)."""
+    for g in buffer.groups:
+        rid = g[0].request_id
+        if len(g) != k:
+            raise ValueError(
+                f"buffered group {rid!r} has {len(g)} samples but collect got k={k}; use one "
+                "K per run (or drop the partial-rollout buffer)"
+            )
+        for t in g:
+            if len(t.prompt) > cfg.max_prompt_len or t.max_new > cfg.max_new_tokens:
+                raise ValueError(
+                    f"buffered trajectory {rid!r}/{t.sample} (prompt {len(t.prompt)}, limit "
+                    f"{t.max_new}) does not fit rollout.max_prompt_len={cfg.max_prompt_len} / "
+                    f"rollout.max_new_tokens={cfg.max_new_tokens}; keep these options across "
+                    "a resume or drop the buffer"
+                )
+            if not t.done and len(t.response) >= t.max_new:
+                raise ValueError(f"buffered trajectory {rid!r}/{t.sample} is full but unfinished")
+
+
+def _check_images(parsed, buffer: RolloutBuffer, images: dict, model_cfg) -> None:
+    """Every prompt holds exactly (its images) x (patches per image) placeholders."""
+    v = model_cfg.vision
+    if v is None:
+        raise ValueError("collect got images but the engine's model has no vision config")
+    prompts = [(rid, p) for rid, p, _ in parsed]
+    prompts += [(g[0].request_id, g[0].prompt) for g in buffer.groups]
+    for rid, prompt in prompts:
+        m = 0 if images.get(rid) is None else len(images[rid])
+        n = int(np.sum(np.asarray(prompt) == v.image_token_id))
+        if m > v.max_images or n != m * v.num_patches:
+            raise ValueError(
+                f"request {rid!r}: {n} image placeholder tokens (id {v.image_token_id}) for "
+                f"{m} images of {v.num_patches} patches (vision.max_images={v.max_images}); "
+                "put num_patches placeholders per image in the prompt"
+            )
+
+
+def _copy(t: Trajectory) -> Trajectory:
+    return dataclasses.replace(
+        t, response=list(t.response), logp=list(t.logp), version=list(t.version)
+    )
+
+
+@dataclasses.dataclass
+class _Counters:
+    decode_steps: int = 0
+    syncs: int = 0
+    prefill_calls: int = 0
+    prefill_seqs: int = 0
+    prefill_tokens: int = 0
+    tokens: int = 0
+    continued: int = 0
+    budget_stops: int = 0
+
+
+def _refill(engine, state, queue, slot_traj, budget, counters, prefixes, images=None):
+    """Moves queued trajectories into free slots: one prefill call, then inserts.
+
+    prefixes: request id -> (Prefix, row) of prompts whose fresh samples are still queued,
+    so the K samples of a request share one prefill even across refills.
+    images: request id -> image patches of the prompt (see `collect`).
+    """
+    free = [s for s, t in enumerate(slot_traj) if t is None]
+    take = [queue.popleft() for _ in range(min(len(free), len(queue)))]
+    new_seqs, src, fresh, seq_rid = [], {}, {}, []
+    for t in take:
+        if t.response:  # continued: prompt + partial response, never shared
+            src[id(t)] = len(new_seqs)
+            seq_rid.append(t.request_id)
+            new_seqs.append(np.concatenate([t.prompt, np.asarray(t.response, np.int32)]))
+            counters.continued += 1
+        elif t.request_id in prefixes:
+            src[id(t)] = prefixes[t.request_id]
+        else:
+            if t.request_id not in fresh:
+                fresh[t.request_id] = len(new_seqs)
+                seq_rid.append(t.request_id)
+                new_seqs.append(t.prompt)
+            src[id(t)] = fresh[t.request_id]
+    # prefill calls per length bucket (a short prompt batched with a long continuation would
+    # be padded to its length), split into power-of-four row counts (no padded rows)
+    where = {}  # index in new_seqs -> (Prefix, row)
+    by_len = collections.defaultdict(list)
+    for i, seq in enumerate(new_seqs):
+        by_len[engine.prefill_bucket(len(seq))].append(i)
+    for idx in by_len.values():
+        for size in prefill_chunks(len(idx), engine.batch_shards):
+            part, idx = idx[:size], idx[size:]
+            seqs = [new_seqs[i] for i in part]
+            if images:  # the image prompts of this call (None: the text-only path)
+                imgs = [images.get(seq_rid[i]) for i in part]
+                prefix = engine.prefill(engine.params, seqs, images=imgs)
+            else:
+                prefix = engine.prefill(engine.params, seqs)
+            where.update({i: (prefix, row) for row, i in enumerate(part)})
+            counters.prefill_calls += 1
+    counters.prefill_seqs += len(new_seqs)
+    counters.prefill_tokens += sum(len(s) for s in new_seqs)
+    src = {k: where[v] if isinstance(v, int) else v for k, v in src.items()}
+    prefixes.update({rid: where[i] for rid, i in fresh.items()})
+    by_prefix = collections.defaultdict(list)
+    for slot, t in zip(free, take):
+        slot_traj[slot] = t
+        pre, row = src[id(t)]
+        start = len(t.response)
+        ins = {
+            "slot": slot,
+            "row": row,
+            "key": t.key,
+            "pos": start,
+            "max_len": t.max_new,
+            "stop_at": min(t.max_new, start + budget),
+        }
+        if engine.cfg.stop_on_repeat:
+            ins["window"] = repeat.window_from_response(t.response, engine.window_len)
+        by_prefix[id(pre)].append((pre, ins))
+    for items in by_prefix.values():
+        state = engine.insert(items[0][0], state, [ins for _, ins in items])
+    waiting = {t.request_id for t in queue if not t.response}
+    for rid in [r for r in prefixes if r not in waiting]:
+        del prefixes[rid]
+    return state
+
+
+def _decode_all(engine, queue, slot_traj, budget, iteration, counters, images=None):
+    """Runs the continuous-batching loop until the queue and all slots are empty."""
+    state = engine.init_decode_state()
+    prefixes: dict = {}
+    n = engine.cfg.steps_per_sync
+    while queue or any(t is not None for t in slot_traj):
+        if queue and any(t is None for t in slot_traj):
+            state = _refill(engine, state, queue, slot_traj, budget, counters, prefixes, images)
+        longest = max(len(t.prompt) + len(t.response) for t in slot_traj if t is not None)
+        state, out = engine.generate(engine.params, state, n, max_context=longest + n)
+        out = jax.device_get(out)
+        if int(out.steps) == 0:
+            raise RuntimeError("decode made no progress with occupied slots; this is a bug")
+        counters.decode_steps += int(out.steps)
+        counters.syncs += 1
+        for s, t in enumerate(slot_traj):
+            if t is None:
+                continue
+            v = out.valid[:, s]
+            toks = out.tokens[v, s]
+            t.response.extend(int(x) for x in toks)
+            t.logp.extend(float(x) for x in out.logp[v, s])
+            t.version.extend([iteration] * len(toks))
+            counters.tokens += len(toks)
+            fin = int(out.finish[s])
+            if fin != FINISH_NONE:
+                slot_traj[s] = None
+                if fin == FINISH_BUDGET:
+                    counters.budget_stops += 1
+                else:
+                    t.finish = fin
+
+
+def _to_rollouts(groups, k: int, cfg: RolloutConfig, pad_id: int, pad_groups_to: int):
+    n_groups = len(groups)
+    n_pad = -(-n_groups // pad_groups_to) * pad_groups_to if pad_groups_to > 1 else n_groups
+    N, T = n_pad * k, cfg.max_prompt_len + cfg.max_new_tokens
+    tokens = np.full((N, T), pad_id, np.int32)
+    mask = np.zeros((N, T), np.float32)
+    logp = np.zeros((N, T), np.float32)
+    version = np.full((N, T), -1, np.int32)
+    prompt_len = np.zeros((N,), np.int32)
+    length = np.zeros((N,), np.int32)
+    group = np.full((N,), -1, np.int32)
+    finish = np.full((N,), -1, np.int32)
+    for g, trajs in enumerate(groups):
+        for j, t in enumerate(sorted(trajs, key=lambda t: t.sample)):
+            i, p, r = g * k + j, len(t.prompt), len(t.response)
+            tokens[i, :p] = t.prompt
+            tokens[i, p : p + r] = t.response
+            mask[i, p : p + r] = 1.0
+            logp[i, p : p + r] = t.logp
+            version[i, p : p + r] = t.version
+            prompt_len[i], length[i], group[i], finish[i] = p, r, g, t.finish
+    arrays = (tokens, prompt_len, mask, logp, version, group, finish, length)
+    return Rollouts(*(jnp.asarray(a) for a in arrays))
+
+
+def collect(
+    engine,
+    requests,
+    *,
+    k: int,
+    cfg: RolloutConfig | None = None,
+    iteration: int,
+    key,
+    buffer: RolloutBuffer | None = None,
+    pad_groups_to: int = 1,
+    images: dict | None = None,
+):
+    """Samples K responses per request (plus the buffered groups' remaining tokens).
+
+    requests: list of (request_id: str, prompt_tokens: list[int]) or, with a per-request
+      response limit <= cfg.max_new_tokens, (request_id, prompt_tokens, max_new_tokens).
+      Ids must be unique, also against the ids waiting in `buffer`.
+    k: samples per request (buffered groups keep the K they were created with; use one K
+      per run so that Rollouts reshape to [B, K, T]).
+    cfg: rollout options (default engine.cfg); only partial, budget_tokens and
+      steps_per_sync may differ from the engine's.
+    iteration: the policy version written into Rollouts.version for this call's tokens.
+    key: PRNG key of this call; each new trajectory's key is derived from (key, request
+      id, sample index), so samples do not depend on slots or batching.
+    buffer: the partial-rollout buffer returned by the previous call (None = empty).
+    pad_groups_to: round the number of returned groups up to a multiple of this with
+      all-masked padding groups (bucket batch sizes so the trainer compiles once).
+    images (model.vision): request id -> image patches [m, Np, C] of that prompt, which
+      holds m * Np image placeholder tokens; requests not in it are text-only. Buffered
+      requests need their entry again. The image prefix is computed once per prompt.
+
+    Returns (rollouts, group_ids, new_buffer, stats): group_ids[g] is the request id of
+    group g; stats is a flat dict of floats. Without cfg.partial every trajectory runs
+    to its end and all groups are returned (new_buffer is empty).
+    """
+    t0 = time.perf_counter()
+    cfg = engine.cfg if cfg is None else cfg
+    _check_cfg(engine, cfg)
+    if engine.params is None:
+        raise ValueError("engine has no params; call handover(engine, params) first")
+    if k < 1:
+        raise ValueError(f"collect: k={k} samples per request must be >= 1")
+    if pad_groups_to < 1:
+        raise ValueError(f"collect: pad_groups_to={pad_groups_to} must be >= 1")
+    buffer = RolloutBuffer() if buffer is None else buffer
+    _check_buffer(buffer, k, cfg)
+    parsed = _parse_requests(requests, cfg, engine.model_cfg.vocab_size, set(buffer.request_ids))
+    if images is not None:
+        _check_images(parsed, buffer, images, engine.model_cfg)
+
+    groups = [[_copy(t) for t in g] for g in buffer.groups]
+    ids = [rid for rid, _, _ in parsed for _ in range(k)]
+    samples = [j for _ in parsed for j in range(k)]
+    keys = trajectory_keys(key, ids, samples)
+    for i, (rid, prompt, max_new) in enumerate(parsed):
+        groups.append([Trajectory(rid, j, prompt, keys[i * k + j], max_new) for j in range(k)])
+    total = sum(len(g) for g in groups)
+
+    queue = collections.deque(t for g in groups for t in g if not t.done)
+    budget = cfg.budget_tokens if cfg.partial else cfg.max_new_tokens
+    counters = _Counters()
+    slot_traj = [None] * engine.cfg.slots
+    n_queued = len(queue)
+    _decode_all(engine, queue, slot_traj, budget, iteration, counters, images)
+
+    complete = [g for g in groups if all(t.done for t in g)]
+    waiting = tuple(tuple(g) for g in groups if not all(t.done for t in g))
+    if sum(map(len, complete)) + sum(map(len, waiting)) != total:
+        raise RuntimeError("collect lost a trajectory; this is a bug in k15_jax.rollout")
+    rollouts = _to_rollouts(complete, k, cfg, engine.pad_id, pad_groups_to)
+    new_buffer = RolloutBuffer(waiting)
+
+    returned = [t for g in complete for t in g]
+    fin = np.array([t.finish for t in returned], np.int64)
+    lengths = np.array([len(t.response) for t in returned], np.float64)
+    elapsed = time.perf_counter() - t0
+    slot_steps = max(counters.decode_steps * engine.cfg.slots, 1)
+    stats = {
+        "time_s": elapsed,
+        "tokens_generated": float(counters.tokens),
+        "tokens_per_s": counters.tokens / max(elapsed, 1e-9),
+        "decode_steps": float(counters.decode_steps),
+        "host_syncs": float(counters.syncs),
+        "slot_utilisation": counters.tokens / slot_steps,
+        "prefill_calls": float(counters.prefill_calls),
+        "prefill_seqs": float(counters.prefill_seqs),
+        "prefill_tokens": float(counters.prefill_tokens),
+        "trajectories_decoded": float(n_queued),
+        "trajectories_continued": float(counters.continued),
+        "budget_stops": float(counters.budget_stops),
+        "groups_returned": float(len(complete)),
+        "sequences_returned": float(len(returned)),
+        "finish_eos": float(np.sum(fin == FINISH_EOS)),
+        "finish_length": float(np.sum(fin == FINISH_LENGTH)),
+        "finish_repeat": float(np.sum(fin == FINISH_REPEAT)),
+        "repeat_rate": float(np.mean(fin == FINISH_REPEAT)) if fin.size else 0.0,
+        "mean_response_length": float(lengths.mean()) if lengths.size else 0.0,
+        "max_response_length": float(lengths.max()) if lengths.size else 0.0,
+        "buffer_groups": float(new_buffer.num_groups),
+        "buffer_trajectories": float(new_buffer.num_trajectories),
+        "buffer_unfinished": float(new_buffer.num_unfinished),
+    }
+    return rollouts, [g[0].request_id for g in complete], new_buffer, stats

@@ -1,0 +1,4 @@
+import functools
+
+input()
+print(functools.reduce(min, map(int, input().split())))

@@ -1,0 +1,3 @@
+# Wrong: prints the largest value.
+input()
+print(max(map(int, input().split())))

@@ -1,0 +1,75 @@
+"""What a finished run leaves behind: summary, plots, held-out set, HF export, a table."""
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from k15_jax.model.hf import export_hf
+from k15_jax.train.evaluate import heldout
+from k15_jax.train.plots import plot_run
+
+
+def summary(setup, state) -> dict:
+    bands = setup.suite.bands
+    return {
+        "experiment": setup.cfg.trainer.name,
+        "seed": setup.cfg.trainer.seed,
+        "wall_time_s": round(float(state.extra.get("wall_time_s", 0.0)), 1),
+        "hardest_band": bands[-1],
+        "iterations": state.iteration,
+        "sft_steps": state.sft_step,
+        "eval_accuracy_by_band": {
+            "start": state.extra.get("eval_start", {}),
+            "end": state.extra.get("eval_end", {}),
+        },
+    }
+
+
+def write_outputs(setup, params, state, writer, engine) -> dict:
+    run = setup.run_dir
+    hf_dir = run / "final" / "hf"
+    export_hf(params, setup.model, hf_dir)
+    setup.tokenizer.save_hf(hf_dir)
+    if setup.vision:  # the trained tower as a transformers SiglipVisionModel, and the projector
+        from k15_jax.model.siglip import export_siglip
+
+        export_siglip(params["vision"], setup.model.vision, run / "final" / "vision")
+    (run / "eval").mkdir(exist_ok=True)
+    with (run / "eval" / "heldout.jsonl").open("w") as f:
+        for prompt, ref, band in heldout(setup, setup.cfg.trainer.eval_per_band):
+            f.write(json.dumps({"prompt": prompt, "reference": ref, "band": band}) + "\n")
+        if setup.vision:  # image prompts: the task id names the rendered scene or the file
+            for t, band in setup.vision.eval_items(setup.cfg.trainer.eval_per_band, []):
+                if t.meta.get("modality") == "image":
+                    row = {
+                        "prompt": t.prompt,
+                        "reference": t.reference,
+                        "band": band,
+                        "modality": "image",
+                        "id": t.id,
+                    }
+                    f.write(json.dumps(row) + "\n")
+    plot_run(writer.records(), run)
+    out = summary(setup, state)
+    if setup.vision:  # accuracy per modality, text vs image on the same problems
+        from k15_jax.train.vision_eval import plot_modalities, vision_summary
+
+        plot_modalities(writer.records(), run)
+        ev = out["eval_accuracy_by_band"]
+        out.update(vision_summary(setup, ev["start"], ev["end"]))
+    (run / "summary.json").write_text(json.dumps(out, indent=2))
+    print_table(out)
+    return out
+
+
+def print_table(out: dict) -> None:
+    start, end = out["eval_accuracy_by_band"]["start"], out["eval_accuracy_by_band"]["end"]
+    table = Table(title=f"{out['experiment']} (seed {out['seed']}): held-out greedy accuracy")
+    for col in ("band", "start", "end", "change"):
+        table.add_column(col, justify="right")
+    for band in end:
+        a, b = start.get(band, float("nan")), end[band]
+        table.add_row(band, f"{a:.1%}", f"{b:.1%}", f"{(b - a) * 100:+.1f} pts")
+    Console(stderr=True).print(table)
+    Console(stderr=True).print(f"wall time {out['wall_time_s']:.0f} s")
