@@ -28,9 +28,13 @@ import time
 import jax
 import jax.numpy as jnp
 
-from k15_jax.model.attention import xla_decode_attention
-from k15_jax.kernels.decode_attention import DecodeBlockSizes, decode_attention, decode_attention_reference
+from k15_jax.kernels.decode_attention import (
+    DecodeBlockSizes,
+    decode_attention,
+    decode_attention_reference,
+)
 from k15_jax.kernels.flash_attention import FlashBlockSizes, flash_attention
+from k15_jax.model.attention import xla_decode_attention
 
 
 @dataclasses.dataclass
