@@ -11,6 +11,8 @@ import typing
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from k15_jax.aot.check import AotConfig
+from k15_jax.aot.topology import TopologyConfig
 from k15_jax.data.synthetic import SyntheticConfig
 from k15_jax.distributed import DistributedConfig
 from k15_jax.model.config import ModelConfig
@@ -89,6 +91,8 @@ class Config:
     rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     device: DeviceConfig = dataclasses.field(default_factory=DeviceConfig)  # set by mesh presets
+    topology: TopologyConfig = dataclasses.field(default_factory=TopologyConfig)  # TPU presets
+    aot: AotConfig = dataclasses.field(default_factory=AotConfig)  # python -m experiments.aot
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     long2short: Long2ShortRunConfig = dataclasses.field(default_factory=Long2ShortRunConfig)

@@ -19,8 +19,9 @@ class DeviceConfig:
     memory_gib: memory per device; where the runtime reports a limit
       (`memory_stats()["bytes_limit"]`, TPU and GPU) the smaller of the two counts. None:
       the runtime's alone, and no startup check where it cannot tell (CPU).
-    peak_tflops: dense bf16 peak per device; hbm_gbps: memory bandwidth per device (GB/s).
-      Both only feed the rough time estimates.
+    peak_tflops: dense bf16 peak per device; hbm_gbps: memory bandwidth per device (GB/s);
+      ici_gbps: inter-chip interconnect bandwidth per chip (GB/s, TPU). They only feed the
+      rough time estimates.
     headroom: share of memory kept free for what the plan does not count (XLA workspace,
       fragmentation, the runtime itself): a phase fits if it needs <= (1 - headroom) * memory.
     check: refuse to start (before compiling) a run whose plan does not fit.
@@ -31,6 +32,7 @@ class DeviceConfig:
     memory_gib: float | None = None
     peak_tflops: float | None = None
     hbm_gbps: float | None = None
+    ici_gbps: float | None = None
     headroom: float = 0.1
     check: bool = True
 

@@ -249,7 +249,14 @@ def rollout(
         "decode step": {
             "inputs": engine_params + kv + rest,
             "outputs": kv + rest + step_out,
+            "aliased": kv + rest,  # the decode state is donated: updated in place
             "temporaries": decode_work,
+        },
+        "prefill step": {
+            "inputs": engine_params + S * (prefill_len + 2) * 4,
+            "outputs": prefix + S * 2 * 4,
+            "aliased": 0,
+            "temporaries": prefill_work,
         },
         "kv per slot": kv // max(S, 1),
     }

@@ -119,6 +119,12 @@ class RolloutEngine:
         return NamedSharding(self.mesh, logical_to_spec(axes, ROLLOUT_RULES))
 
     # ---- compiled functions ----
+    def program(self, name: str, *extra):
+        """The jitted function behind one of the host calls: "generate" (extra: n_steps,
+        span), "prefill", "prefill_images", "insert" or "init". For ahead-of-time compiles
+        (`k15_jax.aot`): lower it with abstract arguments in the engine's shardings."""
+        return self._jit(name, *extra)
+
     def _jit(self, name: str, *extra):
         # shared by engines that agree on what the function bakes in (shapes are jit's job)
         baked = {

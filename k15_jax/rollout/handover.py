@@ -19,7 +19,8 @@ import numpy as np
 _RESHARD_CACHE: dict = {}
 
 
-def _reshard_fn(shardings):
+def reshard_fn(shardings):
+    """The jitted identity into `shardings` that `handover` runs (one per layout)."""
     leaves, treedef = jax.tree.flatten(shardings)
     key = (treedef, tuple(leaves))
     if key not in _RESHARD_CACHE:
@@ -45,7 +46,7 @@ def handover(engine, params):
         )
     engine.params = None  # drop the old copy before making the new one (peak memory)
     if _devices(params) == _devices(engine.param_shardings):
-        engine.params = _reshard_fn(engine.param_shardings)(params)
+        engine.params = reshard_fn(engine.param_shardings)(params)
     else:  # another device set (e.g. a separate rollout slice): transfer, still no host hop
         engine.params = jax.device_put(params, engine.param_shardings, may_alias=False)
     return engine

@@ -1,0 +1,166 @@
+"""Compile every program for the slice, read what the compiler says, hold the plan against it.
+
+Per program: compile time, per-chip bytes from `memory_analysis()` (arguments + outputs -
+aliased + temporaries) beside the planner's figure for the same program
+(`plan.programs.planned`), what stays resident beside it, the chip's HBM, the FLOPs of
+`cost_analysis()` (per chip; XLA counts a while loop's body once, so scanned layers count
+once: the planner's analytic FLOPs are printed beside them) and the collectives
+(`hlo.collectives`). A program fits when compiled + resident <= HBM.
+"""
+
+import dataclasses
+import math
+import time
+
+from k15_jax.aot import hlo, programs
+from k15_jax.plan import flops, memory
+from k15_jax.plan.device import GIB
+from k15_jax.plan.fit import Workload
+from k15_jax.plan.programs import planned
+
+
+@dataclasses.dataclass
+class AotConfig:
+    """The `aot` keys: programs to compile (empty: all of programs.PROGRAMS)."""
+
+    programs: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Row:
+    program: str
+    compile_s: float
+    compiled: int  # bytes per chip
+    planned: int
+    resident: int
+    hbm: int
+    flops_compiler: float  # per chip, loop bodies once
+    flops_planned: float  # per chip, whole program
+    collectives: dict
+
+    @property
+    def fits(self) -> bool:
+        return self.compiled + self.resident <= self.hbm
+
+    @property
+    def error(self) -> float:
+        """(planned - compiled) / compiled."""
+        return (self.planned - self.compiled) / max(self.compiled, 1)
+
+
+def compiled_bytes(compiled) -> int:
+    m = compiled.memory_analysis()
+    return (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
+
+
+def planned_flops(work: Workload, model, devices: int) -> dict:
+    """Analytic FLOPs per chip of one call of each program (XLA attention: all T x T)."""
+    T = work.prompt_len + work.new_tokens
+    rl = flops.rl_iteration(
+        model,
+        sequences=work.sequences,
+        prompt_len=work.prompt_len,
+        new_tokens=work.new_tokens,
+        updates=work.updates,
+        microbatches=work.microbatches,
+        attention="xla",
+    )
+    decode = work.steps_per_sync * work.slots * flops.forward_per_token(model, T)
+    prefill = work.slots * work.prompt_len * flops.forward_per_token(model, work.prompt_len)
+    out = {
+        "SFT step": flops.sft_step(model, work.sft_rows, work.sft_len, "xla"),
+        "RL update": rl["update"],
+        "prefill": prefill,
+        "decode": decode,
+        "hand-over": 0.0,
+    }
+    return {k: v / devices for k, v in out.items()}
+
+
+def run(cfg, model, mesh, names=programs.PROGRAMS, progress=print) -> list[Row]:
+    """Compiles the programs one by one (a progress line each) and returns their rows."""
+    work = Workload.from_config(cfg)
+    shape = dict(mesh.shape)
+    plan = planned(work, model, shape, "tpu")
+    fl = planned_flops(work, model, math.prod(shape.values()))
+    hbm = int(cfg.device.memory_gib * GIB)
+    rows = []
+    for prog in programs.build(cfg, model, mesh, names):
+        progress(f"compiling {prog.name} ...")
+        t0 = time.perf_counter()
+        try:
+            compiled = prog.compile()
+        except Exception as e:
+            raise RuntimeError(f"{prog.name}: the TPU compiler refused it: {e}") from e
+        seconds = time.perf_counter() - t0
+        cost = compiled.cost_analysis() or {}
+        cost = cost[0] if isinstance(cost, list) else cost
+        row = Row(
+            prog.name,
+            seconds,
+            compiled_bytes(compiled),
+            plan[prog.name]["total"],
+            plan[prog.name]["resident"],
+            hbm,
+            float(cost.get("flops", 0.0)),
+            fl[prog.name],
+            hlo.collectives(compiled.as_text()),
+        )
+        progress(
+            f"  {prog.name}: compiled in {seconds:.1f} s, {row.compiled / GIB:.2f} GiB per chip "
+            f"(planned {row.planned / GIB:.2f} GiB, {100 * row.error:+.0f}%)"
+        )
+        rows.append(row)
+    return rows
+
+
+def fixes(program: str, cfg, model, shape: dict) -> list[str]:
+    """Config changes that shrink `program`, most direct first."""
+    work = Workload.from_config(cfg)
+    out = []
+    if program in ("SFT step", "RL update"):
+        if model.remat != "full":
+            out.append("model.remat=full (keep only each layer's input)")
+        key, m, rows = {
+            "SFT step": ("sft.microbatches", work.sft_microbatches, work.sft_rows),
+            "RL update": ("algo.microbatches", work.microbatches, work.sequences),
+        }[program]
+        per_chip = memory.rows_per_device(rows, shape)
+        if per_chip % (2 * m) == 0:
+            out.append(f"{key}={2 * m} (fewer rows per pass)")
+        out.append(
+            f"more fsdp: a larger slice with mesh.fsdp={2 * shape['fsdp']}, or "
+            f"mesh.data=1 mesh.fsdp={shape['data'] * shape['fsdp']} (params and Adam state "
+            "split over more chips)"
+        )
+    else:
+        shards = memory.batch_shards(shape)
+        if program != "hand-over" and work.slots // 2 >= shards:
+            out.append(f"a smaller KV budget: rollout.slots={work.slots // 2 // shards * shards}")
+            out.append(f"rollout.max_new_tokens={work.new_tokens // 2} (a shorter cache)")
+        tp = 2 * shape["tensor"]
+        if model.num_kv_heads % tp == 0 and shape["fsdp"] % 2 == 0:
+            out.append(
+                f"mesh.fsdp={shape['fsdp'] // 2} mesh.tensor={tp} (the engine keeps whole "
+                "weights per tensor shard: tensor parallelism splits them)"
+            )
+    return out
+
+
+def refusals(rows: list[Row], cfg, model, shape: dict) -> list[str]:
+    """One message per program that does not fit, naming it and what to change."""
+    out = []
+    for r in rows:
+        if r.fits:
+            continue
+        out.append(
+            f"{r.program} does not fit: {r.compiled / GIB:.2f} GiB per chip compiled + "
+            f"{r.resident / GIB:.2f} GiB resident > {r.hbm / GIB:.0f} GiB HBM; try "
+            + "; or ".join(fixes(r.program, cfg, model, shape))
+        )
+    return out
