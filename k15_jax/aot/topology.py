@@ -46,7 +46,13 @@ def devices(cfg: TopologyConfig) -> list:
             "this mesh preset names no TPU topology (topology.name); ahead-of-time compiles "
             "need one: pick a tpu_* mesh preset or set topology.name=v5p:2x2x1"
         )
+    import os
+
     from jax.experimental import topologies
+
+    # libtpu takes /tmp/libtpu_lockfile to keep two processes off one chip; compiling
+    # touches no chip, so parallel compiles (and a test beside a run) may share it
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
     try:
         import libtpu  # noqa: F401 - only to fail with the fix below

@@ -115,7 +115,13 @@ def layer_activations(
 
 
 def activations(
-    model: ModelConfig, mesh_shape: dict, b: int, T: int, attention: str, split: bool = True
+    model: ModelConfig,
+    mesh_shape: dict,
+    b: int,
+    T: int,
+    attention: str,
+    split: bool = True,
+    platform: str = "cpu",
 ) -> dict:
     """Saved activations of all layers and the backward working set, for b rows per device.
 
@@ -124,10 +130,13 @@ def activations(
     projections over the split model dim with the rows gathered: q/k/v and MLP tensors hold
     the rows of all fsdp devices, whole (measured on 4 CPU devices, tests/test_plan.py).
     split: the batch rows are split over the batch axes (False: replicated, nothing to
-    gather). Returns {"activations": bytes, "working set": bytes} under model.remat.
+    gather). The TPU compiler gathers the weights instead (its collectives are the layers'
+    all-gathers, and memory_analysis() matches rows unsplit: tests/test_aot.py), so there
+    nothing is gathered. Returns {"activations": bytes, "working set": bytes} under
+    model.remat.
     """
     tp = mesh_shape["tensor"]
-    gather = mesh_shape["fsdp"] if split else 1
+    gather = mesh_shape["fsdp"] if split and platform != "tpu" else 1
     per = layer_activations(model, tp, b, T, attention, gather=gather)
     policy = model.remat
     saved = model.num_layers * per[policy]
@@ -169,7 +178,7 @@ def train_step(
     batch = b * T * 12  # three [R, T] arrays of 4 bytes
     grads = P * (2 if microbatches > 1 else 1)  # accumulator + one micro-batch's
     split = rows % batch_shards(mesh_shape) == 0
-    act = activations(model, mesh_shape, bm, T, attention_path(model, platform), split)
+    act = activations(model, mesh_shape, bm, T, attention_path(model, platform), split, platform)
     backward = grads + act["activations"] + act["working set"]
     out = {
         "params": P,
@@ -225,6 +234,8 @@ def rollout(
     kv, rest = decode_state_bytes(model, mesh_shape, slots, cache_len, window)
     step_out = steps_per_sync * S * (4 + 4 + 1) + S * 4 + 4
     vocab = _split(model.vocab_size, tp)
+    if platform == "tpu":  # TPU fusions read a layer's weights in the stack, no copy
+        layer = 0
     # one layer's K and V and weights read out of the stacks, logits, scores
     decode_work = kv // model.num_layers + layer + S * (2 * F32 * vocab + F32 * Ht * cache_len)
     # prefill of up to `slots` rows (the eval pass fills every slot with a new prompt): K/V
@@ -233,6 +244,8 @@ def rollout(
     scores = 4 * F32 * S * Ht * prefill_len**2 if attention_path(model, platform) == "xla" else 0
     prefill_work = prefix // 2 + layer + scores
     trainer = param_bytes(model, mesh_shape, TRAIN_RULES)
+    itemsize = np.dtype(model.param_dtype).itemsize
+    head = 0 if model.tie_embeddings else model.hidden_size * vocab * itemsize
     return {
         "trainer params": trainer,
         "engine params": engine_params,
@@ -252,8 +265,8 @@ def rollout(
             "aliased": kv + rest,  # the decode state is donated: updated in place
             "temporaries": decode_work,
         },
-        "prefill step": {
-            "inputs": engine_params + S * (prefill_len + 2) * 4,
+        "prefill step": {  # without an untied lm_head: jit drops arguments it never reads
+            "inputs": engine_params - head + S * (prefill_len + 2) * 4,
             "outputs": prefix + S * 2 * 4,
             "aliased": 0,
             "temporaries": prefill_work,

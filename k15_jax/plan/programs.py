@@ -45,8 +45,10 @@ def planned(work: Workload, model: ModelConfig, shape: dict, platform: str) -> d
     out["RL update"] = {"total": rl["peak"], "resident": ro["engine params"]}
     out["prefill"] = {"total": _total(ro["prefill step"]), "resident": train}
     out["decode"] = {"total": _total(ro["decode step"]), "resident": train}
-    # the engine drops its old copy first (handover.handover): trainer params in, engine out
-    out["hand-over"] = {"total": train + ro["engine params"], "resident": 0}
+    # the engine drops its old copy first (handover.handover): trainer params in, engine
+    # params out; the TPU compiler gathers into a temporary, then copies (jnp.copy) out
+    gathered = ro["engine params"] if platform == "tpu" else 0
+    out["hand-over"] = {"total": train + ro["engine params"] + gathered, "resident": 0}
     return out
 
 
