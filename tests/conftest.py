@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import k15_jax  # noqa: F401 - its guard keeps JAX off libtpu (k15_jax/libtpu_guard.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

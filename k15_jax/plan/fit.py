@@ -114,6 +114,7 @@ def plan(work: Workload, model: ModelConfig, shape: dict, device: DeviceConfig) 
         microbatches=work.microbatches,
         platform=platform,
         kind="rl",
+        updates=work.updates,
     )
     update["engine params (kept)"] = rollout["engine params"]
     update["peak"] += rollout["engine params"]

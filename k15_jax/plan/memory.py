@@ -36,6 +36,9 @@ from k15_jax.sharding import ROLLOUT_RULES, TRAIN_RULES, logical_to_spec
 RECOMPUTE_WORK = 1.4  # remat: the layer's recomputed residuals plus their cotangents
 COTANGENT_WORK = 0.6  # no remat: the cotangents of the layer's residuals
 LOGITS_WORK = 3  # [b, chunk, V] f32 blocks live in the chunked log-prob backward
+# TPU, XLA attention, remat: [rows, H, T, T] f32 score tensors live in a layer's backward
+# (memory_analysis() of the 7B update on v5p-64: 2.2 at T=2048, 2.26 at T=4096)
+TPU_SCORE_WORK = 2.25
 F32 = 4
 
 
@@ -122,6 +125,7 @@ def activations(
     attention: str,
     split: bool = True,
     platform: str = "cpu",
+    gather_scores: bool = False,
 ) -> dict:
     """Saved activations of all layers and the backward working set, for b rows per device.
 
@@ -130,14 +134,18 @@ def activations(
     projections over the split model dim with the rows gathered: q/k/v and MLP tensors hold
     the rows of all fsdp devices, whole (measured on 4 CPU devices, tests/test_plan.py).
     split: the batch rows are split over the batch axes (False: replicated, nothing to
-    gather). The TPU compiler gathers the weights instead (its collectives are the layers'
-    all-gathers, and memory_analysis() matches rows unsplit: tests/test_aot.py), so there
-    nothing is gathered. Returns {"activations": bytes, "working set": bytes} under
-    model.remat.
+    gather). Returns {"activations": bytes, "working set": bytes} under model.remat.
+
+    The TPU compiler keeps the projections' rows split (it gathers the weights), but XLA
+    attention without segment ids (the RL update: nothing batch-split enters its mask) runs
+    on the rows of all fsdp chips: its [rows, H, T, T] f32 scores dominate a layer's
+    backward (seen in the compiled HLO of the Qwen2.5-7B update on v5p-64). gather_scores:
+    that happens here (platform "tpu", kind "rl").
     """
     tp = mesh_shape["tensor"]
-    gather = mesh_shape["fsdp"] if split and platform != "tpu" else 1
-    per = layer_activations(model, tp, b, T, attention, gather=gather)
+    tpu = platform == "tpu"
+    gather = mesh_shape["fsdp"] if split else 1
+    per = layer_activations(model, tp, b, T, attention, gather=1 if tpu else gather)
     policy = model.remat
     saved = model.num_layers * per[policy]
     Ht = _split(model.num_heads, tp)
@@ -148,6 +156,10 @@ def activations(
         "full": RECOMPUTE_WORK * per["none"],
         "dots": RECOMPUTE_WORK * (per["none"] - per["dots"]),
     }[policy]
+    if tpu and attention == "xla" and policy != "none":
+        score = F32 * Ht * T * T  # one row's [H, T, T] f32 scores
+        rows = b * (gather if gather_scores else 1)
+        work += TPU_SCORE_WORK * rows * score - RECOMPUTE_WORK * 4 * b * score
     # the log-prob chunks are differentiated before the layers: the larger of the two
     chunk = max(1, min(model.logits_chunk, T))
     work = max(work, LOGITS_WORK * F32 * b * chunk * _split(model.vocab_size, tp))
@@ -163,11 +175,13 @@ def train_step(
     microbatches: int = 1,
     platform: str = "cpu",
     kind: str = "sft",
+    updates: int = 2,
 ) -> dict:
     """Per-device bytes of one jitted training step (`sft.make_step` or `rl_step.make_update`).
 
     kind "sft": batch = tokens, segment ids, loss mask; kind "rl": tokens, ref_logp, mask
-    (+ rewards), the M updates in a scan (the same memory for any M). Returns the
+    (+ rewards), the M = `updates` steps in a scan (the same memory for any M > 1).
+    Returns the
     components, "inputs", "beyond inputs" (what the step allocates: XLA's output + temp
     sizes) and "peak".
     """
@@ -178,7 +192,8 @@ def train_step(
     batch = b * T * 12  # three [R, T] arrays of 4 bytes
     grads = P * (2 if microbatches > 1 else 1)  # accumulator + one micro-batch's
     split = rows % batch_shards(mesh_shape) == 0
-    act = activations(model, mesh_shape, bm, T, attention_path(model, platform), split, platform)
+    attention = attention_path(model, platform)
+    act = activations(model, mesh_shape, bm, T, attention, split, platform, kind == "rl")
     backward = grads + act["activations"] + act["working set"]
     out = {
         "params": P,
@@ -194,7 +209,12 @@ def train_step(
         if microbatches > 1:  # log-probs of all rows and their cotangent
             backward += 2 * F32 * b * T
         out["scan carry"] = P + opt
-        beyond = P + opt + backward
+        if platform != "tpu":
+            beyond = P + opt + backward
+        elif updates > 1:  # TPU: the scan's carry is a buffer of its own beside the outputs
+            beyond = 2 * (P + opt) + backward
+        else:  # one update: no loop, and the gradients live in the output buffers meanwhile
+            beyond = max(P + opt, backward)
     out["inputs"] = P + opt + batch
     out["beyond inputs"] = int(beyond)
     out["peak"] = int(out["inputs"] + beyond)

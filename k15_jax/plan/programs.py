@@ -40,7 +40,7 @@ def planned(work: Workload, model: ModelConfig, shape: dict, platform: str) -> d
         out["SFT step"] = {"total": sft["peak"], "resident": 0}
     rl = memory.train_step(
         model, shape, work.sequences, T, microbatches=work.microbatches, platform=platform,
-        kind="rl",
+        kind="rl", updates=work.updates,
     )  # fmt: skip
     out["RL update"] = {"total": rl["peak"], "resident": ro["engine params"]}
     out["prefill"] = {"total": _total(ro["prefill step"]), "resident": train}
