@@ -27,7 +27,6 @@ SMALL = [
     "sampler.samples_per_prompt=4",
     "rollout.slots=8",
     "algo.microbatches=2",
-    "algo.updates_per_iteration=1",
     "rollout.max_prompt_len=32",
     "rollout.max_new_tokens=96",
 ]
@@ -75,7 +74,9 @@ def test_update_decode_handover_compile_and_the_plan_holds():
         register()
         cfg = compose("config", overrides=SMALL)
     gib = model_config(cfg.model).num_params * 2 / 2**30  # bf16
-    gathered = re.search(r"AG \d+ ([\d.]+)", table["hand-over"]["collectives per step: count, GiB/chip"])
+    gathered = re.search(
+        r"AG \d+ ([\d.]+)", table["hand-over"]["collectives per step: count, GiB/chip"]
+    )
     assert gathered, table["hand-over"]
     assert float(gathered.group(1)) == pytest.approx(gib, abs=0.01)
 

@@ -52,7 +52,9 @@ class Row:
 def _exhausted_bytes(message: str) -> int | None:
     """The temporaries XLA says a program needs when it refuses it for the HBM (a lower
     bound of its total), or None for any other error."""
-    m = re.search(r"RESOURCE_EXHAUSTED: .*?required for HLO temporaries \(([\d.]+)([KMGT])\)", message)
+    m = re.search(
+        r"RESOURCE_EXHAUSTED: .*?required for HLO temporaries \(([\d.]+)([KMGT])\)", message
+    )
     if m is None:
         return None
     return int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024)
@@ -146,6 +148,13 @@ def fixes(program: str, cfg, model, shape: dict) -> list[str]:
         per_chip = memory.rows_per_device(rows, shape)
         if per_chip % (2 * m) == 0:
             out.append(f"{key}={2 * m} (fewer rows per pass)")
+        tp = _tensor_split(model, shape)
+        if program == "RL update" and tp > 1:
+            out.append(
+                f"mesh.fsdp={shape['fsdp'] // tp} mesh.tensor={shape['tensor'] * tp} (XLA "
+                "attention in the update runs on the rows of all fsdp chips; tensor "
+                "parallelism splits its heads instead)"
+            )
         out.append(
             f"more fsdp: a larger slice with mesh.fsdp={2 * shape['fsdp']}, or "
             f"mesh.data=1 mesh.fsdp={shape['data'] * shape['fsdp']} (params and Adam state "
@@ -156,13 +165,22 @@ def fixes(program: str, cfg, model, shape: dict) -> list[str]:
         if program != "hand-over" and work.slots // 2 >= shards:
             out.append(f"a smaller KV budget: rollout.slots={work.slots // 2 // shards * shards}")
             out.append(f"rollout.max_new_tokens={work.new_tokens // 2} (a shorter cache)")
-        tp = 2 * shape["tensor"]
-        if model.num_kv_heads % tp == 0 and shape["fsdp"] % 2 == 0:
+        tp = _tensor_split(model, shape)
+        if tp > 1:
             out.append(
-                f"mesh.fsdp={shape['fsdp'] // 2} mesh.tensor={tp} (the engine keeps whole "
-                "weights per tensor shard: tensor parallelism splits them)"
+                f"mesh.fsdp={shape['fsdp'] // tp} mesh.tensor={shape['tensor'] * tp} (the "
+                "engine keeps whole weights per tensor shard: tensor parallelism splits them)"
             )
     return out
+
+
+def _tensor_split(model, shape: dict) -> int:
+    """The largest factor k (a power of 2) by which fsdp can turn into tensor parallelism:
+    k divides mesh.fsdp, and tensor * k divides the kv heads."""
+    k = 1
+    while shape["fsdp"] % (2 * k) == 0 and model.num_kv_heads % (2 * k * shape["tensor"]) == 0:
+        k *= 2
+    return k
 
 
 def refusals(rows: list[Row], cfg, model, shape: dict) -> list[str]:

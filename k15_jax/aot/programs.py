@@ -80,7 +80,11 @@ def sft_step(cfg, model: ModelConfig, mesh: Mesh) -> Program:
     optimizer = sft.make_optimizer(c)
     params = _params(model, mesh)
     rows = (c.rows, c.row_len)
-    batch = (_batch(mesh, rows, "int32"), _batch(mesh, rows, "int32"), _batch(mesh, rows, "float32"))
+    batch = (
+        _batch(mesh, rows, "int32"),
+        _batch(mesh, rows, "int32"),
+        _batch(mesh, rows, "float32"),
+    )
     fn = sft.make_step(model, optimizer, c.microbatches)
     return Program("SFT step", fn, (params, _opt_state(optimizer, params), *batch))
 

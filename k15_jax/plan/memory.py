@@ -66,16 +66,22 @@ def rows_per_device(rows: int, mesh_shape: dict) -> int:
 
 def param_bytes(model: ModelConfig, mesh_shape: dict, rules=TRAIN_RULES, layers_only=False) -> int:
     """Exact bytes of the params on one device under `rules` (layers_only: one layer's)."""
-    itemsize = np.dtype(model.param_dtype).itemsize
     specs = param_specs(model)
     if layers_only:
         specs = specs["layers"]
-    total = 0
-    for spec in _leaves(specs):
+    total = sum(leaf_bytes(model, mesh_shape, rules, specs))
+    return total // model.num_layers if layers_only else total
+
+
+def leaf_bytes(model: ModelConfig, mesh_shape: dict, rules=TRAIN_RULES, specs=None) -> list:
+    """Bytes on one device of each param tensor (stacked layers: all layers) under `rules`."""
+    itemsize = np.dtype(model.param_dtype).itemsize
+    out = []
+    for spec in _leaves(param_specs(model) if specs is None else specs):
         parts = logical_to_spec(spec.axes, rules)
         shape = [_split(n, _parts(p, mesh_shape)) for n, p in zip(spec.shape, parts)]
-        total += math.prod(shape) * itemsize
-    return total // model.num_layers if layers_only else total
+        out.append(math.prod(shape) * itemsize)
+    return out
 
 
 def _leaves(tree):

@@ -7,9 +7,10 @@ the RL update, the trainer's params during the rollout.
 """
 
 from k15_jax.model.config import ModelConfig
+from k15_jax.model.params import param_specs
 from k15_jax.plan import memory
 from k15_jax.plan.fit import Workload
-from k15_jax.sharding import TRAIN_RULES
+from k15_jax.sharding import ROLLOUT_RULES, TRAIN_RULES
 
 
 def _total(step: dict) -> int:
@@ -46,8 +47,8 @@ def planned(work: Workload, model: ModelConfig, shape: dict, platform: str) -> d
     out["prefill"] = {"total": _total(ro["prefill step"]), "resident": train}
     out["decode"] = {"total": _total(ro["decode step"]), "resident": train}
     # the engine drops its old copy first (handover.handover): trainer params in, engine
-    # params out; the TPU compiler gathers into a temporary, then copies (jnp.copy) out
-    gathered = ro["engine params"] if platform == "tpu" else 0
+    # params out, and on TPU the gathered tensors in flight (`_gathered`)
+    gathered = _gathered(model, shape) if platform == "tpu" else 0
     out["hand-over"] = {"total": train + ro["engine params"] + gathered, "resident": 0}
     return out
 
@@ -58,3 +59,14 @@ def _prefill_len(prompt_len: int, cache_len: int) -> int:
     from k15_jax.rollout.steps import MIN_PREFILL_LEN, length_bucket
 
     return length_bucket(prompt_len - 1, MIN_PREFILL_LEN, cache_len)
+
+
+def _gathered(model: ModelConfig, shape: dict) -> int:
+    """Temporaries of the TPU hand-over: each all-gather lands in a buffer of its own layout
+    and is copied into the output; the compiler keeps the embeddings and about two of the
+    largest stacked weights in flight (memory_analysis() of Qwen2.5-7B on v5p-64: 8.96 GiB;
+    with 2 layers on v5p-8 every tensor at once), never more than all the engine's params."""
+    layers = memory.leaf_bytes(model, shape, ROLLOUT_RULES, param_specs(model)["layers"])
+    total = memory.param_bytes(model, shape, ROLLOUT_RULES)
+    outside = total - sum(layers)
+    return min(total, outside + 2 * max(layers))
