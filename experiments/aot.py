@@ -19,6 +19,7 @@ from k15_jax import plan
 from k15_jax.aot import check, programs, topology
 from k15_jax.config import model_config, register, validate
 from k15_jax.plan.device import GIB
+from k15_jax.plan.fit import Workload
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHORT = {
@@ -92,6 +93,16 @@ def main(overrides: list[str]) -> int:
     rows = check.run(cfg, model, mesh, names, progress=lambda s: print(s, flush=True))
     print(table(rows))
     print(collective_note())
+    work, d = Workload.from_config(cfg), cfg.device
+    proj = check.projection(rows, cfg, model, shape)
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in proj.items() if v is not None)
+    print(
+        f"projected RL iteration ({work.batch_prompts} prompts x {work.samples} samples, "
+        f"{work.prompt_len}+{work.new_tokens} tokens, {work.updates} updates; MFU "
+        f"{cfg.aot.mfu:.0%} of {d.peak_tflops} TFLOP/s, HBM {d.hbm_gbps} GB/s, ICI "
+        f"{d.ici_gbps} GB/s per chip): {parts}; total "
+        f"{sum(v for v in proj.values() if v is not None):.1f} s"
+    )
     print(f"total {time.perf_counter() - t0:.1f} s")
     bad = check.refusals(rows, cfg, model, shape)
     for line in bad:

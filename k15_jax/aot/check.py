@@ -25,6 +25,7 @@ class AotConfig:
     """The `aot` keys: programs to compile (empty: all of programs.PROGRAMS)."""
 
     programs: list[str] = dataclasses.field(default_factory=list)
+    mfu: float = 0.4  # model FLOP utilisation assumed by the projected iteration time
 
 
 @dataclasses.dataclass
@@ -195,3 +196,51 @@ def refusals(rows: list[Row], cfg, model, shape: dict) -> list[str]:
             + "; or ".join(fixes(r.program, cfg, model, shape))
         )
     return out
+
+
+def projection(rows: list[Row], cfg, model, shape: dict) -> dict:
+    """Seconds of one RL iteration on paper: FLOPs at aot.mfu of the chip's peak, decoding
+    bound by the larger of that and reading the engine's weights and KV cache per step,
+    collectives at the ICI bandwidth (not overlapped: an upper bound of their share)."""
+    work = Workload.from_config(cfg)
+    d, chips = cfg.device, math.prod(shape.values())
+    rate = chips * d.peak_tflops * 1e12 * cfg.aot.mfu
+    T = work.prompt_len + work.new_tokens
+    rl = flops.rl_iteration(
+        model,
+        sequences=work.sequences,
+        prompt_len=work.prompt_len,
+        new_tokens=work.new_tokens,
+        updates=work.updates,
+        microbatches=work.microbatches,
+        attention="xla",
+    )
+    ro = memory.rollout(
+        model,
+        shape,
+        slots=work.slots,
+        cache_len=T,
+        steps_per_sync=work.steps_per_sync,
+        window=work.window,
+        prefill_len=work.prompt_len,
+        platform="tpu",
+    )
+    steps = flops.decode_steps(work.sequences, work.new_tokens, work.slots)
+    per_step = work.slots * flops.forward_per_token(model, work.prompt_len + work.new_tokens / 2)
+    read = ro["engine params"] + ro["KV cache"] / 2  # the cache is half full on average
+    decode = steps * max(per_step / rate, read / (d.hbm_gbps * 1e9))
+    by_name = {r.program: r for r in rows}
+
+    def comm(name):
+        r = by_name.get(name)
+        if r is None or not r.collectives or not d.ici_gbps:
+            return None
+        return sum(v["bytes per step"] for v in r.collectives.values()) / (d.ici_gbps * 1e9)
+
+    return {
+        "rollout": decode,
+        "reference log-probs": rl["reference"] / rate,
+        "update": rl["update"] / rate,
+        "update collectives": comm("RL update"),
+        "hand-over": comm("hand-over"),
+    }
