@@ -50,7 +50,8 @@ def table(rows: list[check.Row]) -> str:
             if v["count"]
         )
         lines.append(
-            f"| {r.program} | {r.compile_s:.1f} | {_gib(r.compiled)} | {_gib(r.planned)} "
+            f"| {r.program} | {r.compile_s:.1f} | {'' if r.collectives else '>= '}"
+            f"{_gib(r.compiled)} | {_gib(r.planned)} "
             f"| {100 * r.error:+.0f}% | {_gib(r.resident)} | {r.hbm / GIB:.0f} "
             f"| {'yes' if r.fits else 'NO'} | {r.flops_compiler / 1e12:.2f} "
             f"| {r.flops_planned / 1e12:.2f} | {coll or '-'} |"

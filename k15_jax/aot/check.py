@@ -13,6 +13,8 @@ import math
 import re
 import time
 
+import jax
+
 from k15_jax.aot import hlo, programs
 from k15_jax.plan import flops, memory
 from k15_jax.plan.device import GIB
@@ -59,6 +61,13 @@ def _exhausted_bytes(message: str) -> int | None:
     if m is None:
         return None
     return int(float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024)
+
+
+def _argument_bytes(args) -> int:
+    """Per-chip bytes of a program's (sharded, abstract) arguments."""
+    return sum(
+        math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(args)
+    )
 
 
 def compiled_bytes(compiled) -> int:
@@ -112,6 +121,7 @@ def run(cfg, model, mesh, names=programs.PROGRAMS, progress=print) -> list[Row]:
             need = _exhausted_bytes(str(e))
             if need is None:
                 raise RuntimeError(f"{prog.name}: the TPU compiler refused it: {e}") from e
+            need += _argument_bytes(prog.args)  # a lower bound: outputs not counted
             compiled = None
         seconds = time.perf_counter() - t0
         cost = {} if compiled is None else compiled.cost_analysis() or {}
