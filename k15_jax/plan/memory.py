@@ -39,6 +39,8 @@ LOGITS_WORK = 3  # [b, chunk, V] f32 blocks live in the chunked log-prob backwar
 # TPU, XLA attention, remat: [rows, H, T, T] f32 score tensors live in a layer's backward
 # (memory_analysis() of the 7B update on v5p-64: 2.2 at T=2048, 2.26 at T=4096)
 TPU_SCORE_WORK = 2.25
+# TPU prefill: [S, H, Tp, Tp] f32 scores live at once (Qwen2.5-7B on v5p-64: 1.1; 1.5B, v5e-16: 1.1)
+TPU_PREFILL_SCORES = 1.25
 F32 = 4
 
 
@@ -269,6 +271,10 @@ def rollout(
     prefix = kv
     scores = 4 * F32 * S * Ht * prefill_len**2 if attention_path(model, platform) == "xla" else 0
     prefill_work = prefix // 2 + layer + scores
+    if platform == "tpu":  # K/V written in place; about one f32 copy of the scores
+        prefill_work = int(TPU_PREFILL_SCORES * scores / 4)
+        if tp > 1:  # with the kv heads split, the decode chunk's KV scatter is not in place
+            decode_work += kv
     trainer = param_bytes(model, mesh_shape, TRAIN_RULES)
     itemsize = np.dtype(model.param_dtype).itemsize
     head = 0 if model.tie_embeddings else model.hidden_size * vocab * itemsize
