@@ -57,7 +57,14 @@ def model_config(schema) -> ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    suite: str = "synthetic"
+    """Prompt sources. train / eval: lists of sources, each "synthetic" (the embedded suite)
+    or a file (jsonl / parquet; a path string or {path, name, weight, kind, limit}, see
+    k15_jax/data/sources.py). sft: jsonl files of prompt/response rows for the SFT warm-up
+    of a file run. template: the prompt template (synthetic) or chat prompt (files)."""
+
+    train: list[typing.Any] = dataclasses.field(default_factory=lambda: ["synthetic"])
+    eval: list[typing.Any] = dataclasses.field(default_factory=lambda: ["synthetic"])
+    sft: list[str] = dataclasses.field(default_factory=list)
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
     template: str = "compact"
 
@@ -106,19 +113,18 @@ def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
 
 
-def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size) -> None:
+def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size, model=None) -> None:
     """The one validation entry: every numeric option's range, then each group's own check
-    once, then the combinations; fails naming the keys and the fix, before any compute."""
+    once, then the combinations; fails naming the keys and the fix, before any compute.
+    model: the run's ModelConfig when it does not come from cfg.model (a HF checkpoint)."""
     check_ranges(cfg)
     if cfg.trainer.job not in JOBS:
         raise ValueError(f"trainer.job={cfg.trainer.job!r}; choose one of {JOBS}")
-    if cfg.data.suite != "synthetic":
-        raise ValueError(f"data.suite={cfg.data.suite!r}; only 'synthetic' is wired into run")
     if cfg.sampler.name not in SAMPLERS:
         raise ValueError(f"sampler.name={cfg.sampler.name!r}; choose one of {sorted(SAMPLERS)}")
     loss_options(cfg.algo.loss)
     _check_reward(cfg)
-    model = model_config(cfg.model)
+    model = model or model_config(cfg.model)
     total = cfg.rollout.max_prompt_len + cfg.rollout.max_new_tokens
     if total > model.max_position_embeddings:
         raise ValueError(
@@ -134,7 +140,7 @@ def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size) -> None:
     if cfg.vision.enabled:
         bands += list(cfg.vision.visual.bands)
     unknown = sorted(set(cfg.sampler.hard_bands) - set(bands))
-    if unknown:
+    if unknown and list(cfg.data.train) == ["synthetic"]:
         raise ValueError(f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}")
     sequences = cfg.sampler.batch_prompts * cfg.sampler.samples_per_prompt
     for key, m, rows, what in (

@@ -22,6 +22,7 @@ import optax
 from omegaconf import OmegaConf
 
 from k15_jax import distributed
+from k15_jax.rewards.routing import route_by_kind
 from k15_jax.rewards.score import make_verifier
 from k15_jax.rewards.score import score as score_texts
 from k15_jax.rl import samplers
@@ -138,15 +139,16 @@ def score(s: Setup, c: Collected, fns: UpdateFns, iteration: int) -> Scores:
     texts = response_texts(c.rollouts, range(n * K), s.tokenizer, s.template)
     length = np.asarray(c.rollouts.length)[: n * K].reshape(n, K)
     finish = np.asarray(c.rollouts.finish)[: n * K].reshape(n, K)
+    rows = [t for t in c.tasks for _ in range(K)]
     rewards, correct, stats = score_texts(
         texts,
-        [t.reference for t in c.tasks for _ in range(K)],
+        [t.reference for t in rows],
         length,
         finish == FINISH_REPEAT,
         s.cfg.reward,
         iteration,
-        questions=[t.prompt for t in c.tasks for _ in range(K)],
-        verifier=fns.verifier,
+        questions=[t.prompt for t in rows],
+        verifier=route_by_kind(fns.verifier, getattr(s.prompts, "code_scorer", None), rows),
     )
     padded = np.zeros((c.rollouts.tokens.shape[0] // K, K), np.float32)
     padded[:n] = rewards
@@ -189,6 +191,7 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: UpdateFns):
     collected = collect(s, engine, batch, state, fns)
     t_roll = time.time()
     scores = score(s, collected, fns, it)
+    t_score = time.time()
     params, metrics, trainer_ref = update(s, params, collected, scores, fns, it)
     t_update = time.time()
     engine = handover(engine, params)
@@ -197,7 +200,8 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: UpdateFns):
     state.buffer = collected.buffer.to_state()
     times = {
         "time/rollout_s": t_roll - t0,
-        "time/update_s": t_update - t_roll,
+        "time/reward_s": t_score - t_roll,
+        "time/update_s": t_update - t_score,
         "time/handover_s": t_end - t_update,
     }
     metrics.update(iteration_metrics(s, collected, scores, trainer_ref, times))

@@ -9,6 +9,7 @@ Everything a resume needs is in `RunState` + params; a killed run re-run with th
 command continues from its newest complete checkpoint.
 """
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -76,6 +77,11 @@ def last_eval(writer: MetricsWriter) -> dict:
     return {k.split("/", 2)[2]: v for k, v in evals[-1].items() if k.startswith("eval/acc/")}
 
 
+def pool_digest(pool) -> str:
+    """A fingerprint of the prompt ids in pool order: the sampler state is per prompt id."""
+    return hashlib.sha256("\n".join(t.id for t in pool).encode()).hexdigest()[:16]
+
+
 def resume_or_init(s: Setup, ckpt: Checkpoints, writer: MetricsWriter):
     """(params, SFT optimizer state or None, RunState): the newest complete checkpoint, or
     fresh params and state."""
@@ -95,10 +101,16 @@ def resume_or_init(s: Setup, ckpt: Checkpoints, writer: MetricsWriter):
 
     if ckpt.latest() is None:
         state = RunState(sampler=samplers.init_state(len(s.pool)))
-        if s.cfg.trainer.skip_sft:
+        state.extra["pool_digest"] = pool_digest(s.pool)
+        if s.cfg.trainer.skip_sft or not s.prompts.has_sft:
             state.phase = "rl"
         return initial_params(s), None, state
     tree, state = ckpt.restore(target_for)
+    if state.extra.get("pool_digest", pool_digest(s.pool)) != pool_digest(s.pool):
+        raise ValueError(
+            f"the prompt pool differs from the one of the checkpoint in {ckpt.directory} (the "
+            "sampler counts are per prompt id): resume with the same data.train sources"
+        )
     writer.truncate(state.metrics_lines)
     log.info(
         "resumed from %s: phase=%s sft_step=%d iteration=%d",

@@ -10,7 +10,7 @@ from k15_jax.train.plots import plot_run
 
 
 def summary(setup, state) -> dict:
-    bands = setup.suite.bands
+    bands = setup.prompts.bands
     return {
         "experiment": setup.cfg.trainer.name,
         "seed": setup.cfg.trainer.seed,

@@ -6,10 +6,19 @@ which adds image placeholders, image batches and per-modality metrics through th
 methods, so the loop has no vision branches.
 """
 
+import jax
 import numpy as np
 
-from k15_jax.data.templates import render
+from k15_jax.data.demos import load_sft_rows
+from k15_jax.data.sources import load_source, mix
+from k15_jax.data.templates import PLACEHOLDER, PromptTemplate, chat_prompt, render
 from k15_jax.eval.heldout import evaluate, heldout
+from k15_jax.rewards.routing import route_by_kind, task_kind
+from k15_jax.rewards.score import RewardConfig, make_verifier
+from k15_jax.rollout import driver
+from k15_jax.rollout.buffer import RolloutBuffer
+from k15_jax.rollout.texts import request_rows, response_texts
+from k15_jax.train.metrics import log
 
 
 class TextPrompts:
@@ -18,6 +27,16 @@ class TextPrompts:
     def __init__(self, suite, tokenizer, template):
         self.suite, self.tokenizer, self.template = suite, tokenizer, template
         self.pool = suite.train_pool()
+
+    @property
+    def bands(self) -> list[str]:
+        """The held-out evaluation's groups, easiest first (the last is the hardest)."""
+        return self.suite.bands
+
+    @property
+    def has_sft(self) -> bool:
+        """Whether there are demonstrations for the SFT warm-up (else RL starts at once)."""
+        return True
 
     def prompt_ids(self, task) -> list[int]:
         """Model input ids of a task (BOS first)."""
@@ -68,3 +87,107 @@ class TextPrompts:
     def write_outputs(self, params, setup, records: list[dict], summary: dict) -> None:
         """Extra outputs of a finished run (vision: the tower, modality plot and summary)."""
         del params, setup, records, summary
+
+
+class FilePrompts(TextPrompts):
+    """Prompts from files: `data.train` / `data.eval` sources (jsonl or parquet: MATH, GSM8K,
+    AIME, curated rows, code problems), rendered as one user turn of the tokenizer's chat
+    template. Each eval source is one "band" of the held-out evaluation.
+
+    Prompts longer than rollout.max_prompt_len, and rows the curation marked trivial (pass
+    rate 1, report sec. 2.1), are dropped before RL and counted in `dropped`.
+    """
+
+    def __init__(self, data_cfg, tokenizer, max_prompt_len: int, code_scorer=None):
+        self.tokenizer, self.code_scorer = tokenizer, code_scorer
+        self.template = PromptTemplate(PLACEHOLDER)  # chat templates prefill nothing
+        self.chat = data_cfg.template
+        self.max_prompt_len, self.dropped = max_prompt_len, {}
+        train = [load_source(c, key=f"data.train[{i}]") for i, c in enumerate(data_cfg.train)]
+        self.pool, self.weights = mix(
+            [self._usable(ts, f"data.train[{i}]") for i, ts in enumerate(train)],
+            [c.weight for c in data_cfg.train],
+        )
+        self.eval_sets = {}
+        for i, c in enumerate(data_cfg.eval):
+            tasks = self._usable(load_source(c, key=f"data.eval[{i}]"), f"data.eval[{i}]")
+            self.eval_sets[tasks[0].meta["source"] if tasks else f"eval{i}"] = tasks
+        self.sft_rows = [r for path in data_cfg.sft for r in load_sft_rows(path)]
+        self.suite = None
+        for key, n in self.dropped.items():
+            log.info(
+                "%s: dropped %d prompts (longer than rollout.max_prompt_len or trivial)", key, n
+            )
+
+    @property
+    def has_sft(self) -> bool:
+        return bool(self.sft_rows)
+
+    @property
+    def has_code(self) -> bool:
+        tasks = self.pool + [t for ts in self.eval_sets.values() for t in ts]
+        return any(task_kind(t) == "code" for t in tasks)
+
+    def write_outputs(self, params, setup, records: list[dict], summary: dict) -> None:
+        """summary.json: accuracy per eval source (start and end) and the dropped prompts."""
+        summary["eval_accuracy"] = summary["eval_accuracy_by_band"]
+        summary["dropped_prompts"] = dict(self.dropped)
+
+    def _usable(self, tasks: list, key: str) -> list:
+        keep = [
+            t
+            for t in tasks
+            if t.meta.get("pass_rate") != 1 and len(self.prompt_ids(t)) <= self.max_prompt_len
+        ]
+        if len(keep) < len(tasks):
+            self.dropped[key] = len(tasks) - len(keep)
+        return keep
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.eval_sets)
+
+    def prompt_ids(self, task) -> list[int]:
+        return chat_prompt(self.tokenizer, self.chat, task)
+
+    def sft_examples(self, n: int, rng) -> list[tuple]:
+        """n (prompt ids, response ids) from data.sft's prompt/response rows (long-CoT traces)."""
+        if not self.sft_rows:
+            raise ValueError("the SFT warm-up needs data.sft=[FILE.jsonl] (prompt/response rows)")
+        tok = self.tokenizer
+        pick = rng.choice(len(self.sft_rows), size=n, replace=len(self.sft_rows) < n)
+        return [
+            (self.prompt_ids(self.sft_rows[i][0]), tok.encode(self.sft_rows[i][1], eos=True))
+            for i in pick
+        ]
+
+    def evaluate(self, engine, setup, per_band: int) -> dict[str, tuple[float, float]]:
+        """{eval source: (greedy accuracy, mean response tokens)}, scored by task kind."""
+        out = {}
+        for name, tasks in self.eval_sets.items():
+            tasks = tasks[:per_band]
+            ids = [f"eval{i}" for i in range(len(tasks))]
+            requests = [(rid, self.prompt_ids(t)) for rid, t in zip(ids, tasks)]
+            ro, group_ids, _, _ = driver.collect(
+                engine, requests, k=1, iteration=0, key=jax.random.key(0), buffer=RolloutBuffer()
+            )
+            rows = request_rows(group_ids, ids, 1)
+            texts = response_texts(ro, rows, self.tokenizer, self.template)
+            verify = route_by_kind(make_verifier(RewardConfig()), self.code_scorer, tasks)
+            v, _ = verify([t.prompt for t in tasks], texts, [t.reference for t in tasks])
+            length = np.asarray(ro.length)[rows].astype(np.float64)
+            out[name] = (float(np.mean(v >= 0.5)), float(length.mean()))
+        return out
+
+    def heldout_rows(self, per_band: int) -> list[dict]:
+        """Each held-out prompt exactly as fed to the model (the rendered chat text)."""
+        return [
+            {
+                "prompt": self.tokenizer.decode(self.prompt_ids(t), skip_special=False),
+                "reference": t.reference,
+                "band": name,
+                "id": t.id,
+            }
+            for name, tasks in self.eval_sets.items()
+            for t in tasks[:per_band]
+        ]

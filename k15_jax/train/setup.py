@@ -46,7 +46,7 @@ class Setup:
         engine = make_engine(
             self.model,
             rollout_cfg,
-            eos_id=self.tokenizer.eos_id,
+            eos_id=getattr(self.tokenizer, "stop_ids", None) or self.tokenizer.eos_id,
             pad_id=self.tokenizer.pad_id,
             mesh=self.mesh,
             params=params,
@@ -54,26 +54,68 @@ class Setup:
         return distributed.multihost_engine(engine)
 
 
+def file_sources(data_cfg) -> bool:
+    """True when data.train or data.eval name files (a real model's run), False for the
+    embedded synthetic suite."""
+    paths = [str(src if isinstance(src, str) else src["path"]) for src in data_cfg.train]
+    paths += [str(src if isinstance(src, str) else src["path"]) for src in data_cfg.eval]
+    return any(p != "synthetic" for p in paths)
+
+
+def model_and_tokenizer(cfg):
+    """(ModelConfig, tokenizer): the embedded character model, or, for file sources, the
+    checkpoint's config.json shape and tokenizer (trainer.init_from_hf) with the run-time
+    options (dtype, remat, attention, log-prob chunk) of cfg.model."""
+    if not file_sources(cfg.data):
+        model, tokenizer = model_config(cfg.model), CharTokenizer()
+        if model.vocab_size < tokenizer.vocab_size:
+            raise ValueError(
+                f"model.vocab_size={model.vocab_size} is smaller than the character "
+                f"tokenizer's {tokenizer.vocab_size}; set model.vocab_size >= "
+                f"{tokenizer.vocab_size}"
+            )
+        return model.replace(
+            bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id
+        ), tokenizer
+    from k15_jax.model.hf import read_hf_config
+    from k15_jax.model.tokenizer import load_tokenizer
+
+    hf = cfg.trainer.init_from_hf
+    if not hf:
+        raise ValueError(
+            "data.train / data.eval name files: set trainer.init_from_hf to a HF checkpoint "
+            "directory (config.json, *.safetensors, tokenizer.json, tokenizer_config.json)"
+        )
+    runtime = {
+        k: cfg.model[k] for k in ("dtype", "param_dtype", "attention_impl", "logits_chunk", "remat")
+    }
+    model, tokenizer = read_hf_config(hf, **runtime), load_tokenizer(hf)
+    if tokenizer.vocab_size > model.vocab_size:
+        raise ValueError(
+            f"the tokenizer in {hf} has {tokenizer.vocab_size} tokens but the model's "
+            f"embedding has vocab_size={model.vocab_size}; use the checkpoint's own tokenizer"
+        )
+    return model, tokenizer
+
+
 def build(cfg) -> Setup:
     """Validates cfg, then builds the run's fixed parts and locks its run directory."""
-    validate(cfg)
-    model = model_config(cfg.model)
-    tokenizer = CharTokenizer()
-    if model.vocab_size < tokenizer.vocab_size:
-        raise ValueError(
-            f"model.vocab_size={model.vocab_size} is smaller than the character tokenizer's "
-            f"{tokenizer.vocab_size}; set model.vocab_size >= {tokenizer.vocab_size}"
-        )
-    model = model.replace(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
+    model, tokenizer = model_and_tokenizer(cfg)
+    validate(cfg, tokenizer.vocab_size, model)
     suite = SyntheticSuite(OmegaConf.to_object(cfg.data.synthetic))
-    tmpl = template(cfg.data.template)
-    prompts = TextPrompts(suite, tokenizer, tmpl)
+    tmpl = template(cfg.data.template) if not file_sources(cfg.data) else None
+    prompts = TextPrompts(suite, tokenizer, tmpl) if tmpl else None
+    if prompts is None:
+        from k15_jax.train.prompts import FilePrompts
+
+        prompts = FilePrompts(cfg.data, tokenizer, cfg.rollout.max_prompt_len)
+        prompts.code_scorer = code_scorer(cfg.reward) if prompts.has_code else None
+        tmpl = prompts.template
     if cfg.vision.enabled:  # an image encoder in the policy; visual tasks join the pool
-        from k15_jax.train.vision.config import check, vision_model_config
+        from k15_jax.train.vision.config import vision_model_config
         from k15_jax.train.vision.data import VisionData
         from k15_jax.train.vision.prompts import VisionPrompts
 
-        check(cfg, tokenizer.vocab_size)
         model = model.replace(vision=vision_model_config(cfg.vision))
         data = VisionData(cfg.vision, model.vision, suite)
         prompts = VisionPrompts(suite, tokenizer, tmpl, data)
@@ -92,6 +134,23 @@ def build(cfg) -> Setup:
         run_dir=run_dir,
         prompts=prompts,
     )
+
+
+def code_scorer(reward_cfg):
+    """The sandbox judge of code tasks: a service started for the run (stopped at exit) or
+    reached at reward.sandbox (a URL)."""
+    import atexit
+    import contextlib
+
+    from k15_jax.eval.code import CodeScorer
+    from k15_jax.sandbox.client import SandboxClient, start_sandbox
+
+    if reward_cfg.sandbox != "start":
+        return CodeScorer(SandboxClient(reward_cfg.sandbox), reward_cfg.sandbox_workers)
+    stack = contextlib.ExitStack()
+    client = stack.enter_context(start_sandbox(workers=reward_cfg.sandbox_workers))
+    atexit.register(stack.close)
+    return CodeScorer(client, reward_cfg.sandbox_workers)
 
 
 _LOCKS: dict = {}  # lock file -> open handle, held for the process lifetime
