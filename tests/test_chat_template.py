@@ -14,8 +14,10 @@ import pytest
 import transformers
 from tokenizers import AddedToken, Tokenizer
 
+from k15_jax.data.loaders import Task
+from k15_jax.data.templates import CHAT_TEMPLATES, chat_prompt, code_from_response
 from k15_jax.eval.checkpoint import chat_wrapper, eos_ids
-from k15_jax.model.tokenizer import load_tokenizer
+from k15_jax.model.tokenizer import CharTokenizer, load_tokenizer
 from tests.real_model import real_model_dir
 
 # Meta-Llama-3-8B-Instruct's chat template as published in its tokenizer_config.json.
@@ -223,3 +225,68 @@ def test_eos_ids_include_the_stop_ids():
         eos_token_id = None
 
     assert eos_ids(Model(), tok, real_model_dir()) == tok.stop_ids
+
+
+# ------------------------------------------------------------------ task prompts
+
+
+def _tasks(shared_data):
+    from k15_jax.data.sources import SourceConfig, load_source
+
+    math = load_source(SourceConfig(str(shared_data / "math500" / "test.jsonl"), limit=2))
+    code = Task("code:1", "Print the sum of two integers.", "", meta={"kind": "code", "tests": []})
+    return math + [code]
+
+
+def _reference_ids(ref, user_text):
+    msgs = [{"role": "user", "content": user_text}]
+    return _ids(ref.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True))
+
+
+@pytest.mark.parametrize("style", ["qwen2", "llama3"])
+def test_chat_prompt_equals_transformers_token_for_token(tmp_path, shared_data, style):
+    folder = real_model_dir()
+    if style == "llama3":
+        folder = _with_template(
+            tmp_path, LLAMA3_TEMPLATE, LLAMA3_SPECIALS, bos_token="<|begin_of_text|>"
+        )
+    tok, ref = load_tokenizer(folder), transformers.AutoTokenizer.from_pretrained(str(folder))
+    for task in _tasks(shared_data):
+        kind = task.meta["kind"]
+        ids = chat_prompt(tok, "chat", task)
+        # the user turn, written out here independently of the template table
+        if kind == "math":
+            want = task.prompt + "\n\nPlease reason step by step, and put your final answer"
+            assert ids == _reference_ids(ref, want + " within \\boxed{}.")
+        else:
+            text = ref.decode(ids)
+            assert "```python" in text and task.prompt in text
+            assert ids == _reference_ids(
+                ref, CHAT_TEMPLATES["chat"]["code"].format.replace("{prompt}", task.prompt)
+            )
+        assert ids.count(tok.bos_id) == (1 if style == "llama3" else 0)
+    # a response prefix follows the opened assistant turn
+    direct = chat_prompt(tok, "direct", _tasks(shared_data)[0])
+    assert tok.decode(direct, skip_special=False).endswith("assistant\n\\boxed{") or (
+        tok.decode(direct, skip_special=False).endswith("<|end_header_id|>\n\n\\boxed{")
+    )
+
+
+def test_chat_prompt_errors(shared_data):
+    task = _tasks(shared_data)[-1]
+    with pytest.raises(ValueError, match="no form for code tasks"):
+        chat_prompt(load_tokenizer(real_model_dir()), "long_cot", task)
+    with pytest.raises(ValueError, match="chat_template"):
+        chat_prompt(CharTokenizer(), "chat", task)
+
+
+def test_code_from_response_takes_the_last_closed_block():
+    text = (
+        "First try:\n```python\nprint(1)\n```\nBetter:\n```py\nn = int(input())\n"
+        "print(n * 2)\n```\nDone. ```python\nunfinished"
+    )
+    assert code_from_response(text) == "n = int(input())\nprint(n * 2)\n"
+    assert code_from_response("```\nx = 1\n```") == "x = 1\n"
+    assert code_from_response("no code here") is None
+    assert code_from_response("```python\nprint(1)") is None  # truncated: no program
+    assert code_from_response("```python\n  \n```") is None
