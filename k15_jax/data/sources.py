@@ -173,7 +173,8 @@ def _task_fields(row: dict, name: str) -> tuple[str, dict, dict]:
     tags = _tag_dict(row.get("tags"))
     if isinstance(row.get("tags"), list):
         extra["tag_list"] = list(row["tags"])
-    extra["tags"] = {**tags, "domain": fields["domain"], "difficulty": difficulty}
+    # curation's domain tag (a keyword domain where the data has no subject) wins
+    extra["tags"] = {"domain": fields["domain"], **tags, "difficulty": difficulty}
     return row.get("id"), fields, extra
 
 
