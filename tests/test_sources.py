@@ -115,9 +115,11 @@ def test_curated_rows_keep_difficulty_and_tags(tmp_path, shared_data):
         assert t.meta["tag_list"] == row["tags"] and t.meta["origin"] == "math500"
         assert t.meta["tags"]["difficulty"] == row["difficulty"]
         assert f"domain:{t.meta['tags']['domain']}" == row["tags"][0]
-        assert (t.prompt, t.reference, t.band) == (row["prompt"], row["reference"], row["band"])
+        assert (t.prompt, t.reference) == (row["prompt"], row["reference"])
+        assert t.band == f"difficulty{row['difficulty']}"  # the model-judged difficulty
+        assert t.meta["tags"]["band"] == row["band"] == tasks[0 if t is got[0] else 2].band
     assert [t.meta["difficulty"] for t in got] == [3, 0]
-    # a curated GSM8K row has no band: the curated difficulty labels it
+    # a curated GSM8K row: the keyword domain of the curation's tags
     gsm = load_source(_src(shared_data / "gsm8k" / "test.jsonl", limit=1))[0]
     append_records(tmp_path / "g.jsonl", [curation_record(gsm, cfg, [1, 0] * 5, [0] * 8)])
     (g,) = load_source(_src(tmp_path / "g.jsonl"))

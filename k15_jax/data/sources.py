@@ -18,7 +18,8 @@ is detected once per file, from its first row:
 Every Task gets id "<source name>:<row id or line number>" and meta {"source", "kind"
 ("math" | "code"), "line", "tags": {"domain", "difficulty", ...}} plus, for code,
 "tests" and/or "problem_dir". band is the difficulty label where the data has one
-("level3", a curated "difficulty2"), else the source name. The synthetic suite
+(MATH "level3"; for curated rows the curation's "difficulty2", the row's own band then
+in tags), else the row's band, else the source name. The synthetic suite
 (path "synthetic") keeps its own ids and bands ("add3/472+389", "add3").
 """
 
@@ -158,7 +159,9 @@ def _math_fields(fmt: str, row: dict, name: str) -> tuple[str, dict, dict]:
 def _task_fields(row: dict, name: str) -> tuple[str, dict, dict]:
     """A Task / curated row: its own fields, the rest (pass_rate, difficulty ...) as meta."""
     difficulty = row.get("difficulty")
-    band = row.get("band") or (f"difficulty{difficulty}" if difficulty is not None else name)
+    # curation's difficulty (from the model's pass rate) is the label samplers should see;
+    # the row's own band stays in the tags ("band:level3")
+    band = f"difficulty{difficulty}" if difficulty is not None else row.get("band") or name
     fields = dict(
         prompt=row_field(row, "prompt"),
         reference=row_field(row, "reference"),
