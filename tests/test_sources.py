@@ -140,6 +140,14 @@ def test_code_rows_keep_tests_and_problem_dirs(tmp_path):
     assert got[1].prompt == statement and got[1].meta["kind"] == "code"
     assert got[1].meta["problem_dir"] == str((SANDBOX_PROBLEMS / "sum_array").resolve())
     assert "tests" not in got[1].meta and got[1].band == "cf"
+    # a curated code row (Task fields, tests in its meta) is still a code problem
+    cfg = CurationConfig(format_filters=[])
+    curated = [curation_record(t, cfg, [1, 0, 0, 0], [0] * 8) for t in got]
+    append_records(tmp_path / "cur.jsonl", curated)
+    back = load_source(_src(tmp_path / "cur.jsonl", name="c2"))
+    assert [b.meta["kind"] for b in back] == ["code", "code"] and back[0].meta["tests"] == tests
+    assert back[1].meta["problem_dir"] == got[1].meta["problem_dir"]
+    assert [b.band for b in back] == ["difficulty2", "difficulty2"] and back[0].id == "c2:cf:a+b"
     # parquet stores the test list as structs: the same tasks come back
     pq.write_table(pa.Table.from_pylist(rows[:1]), tmp_path / "code.parquet")
     assert load_source(_src(tmp_path / "code.parquet", name="cf")) == got[:1]

@@ -118,7 +118,8 @@ def read_rows(path: Path, key: str) -> Iterator[tuple[int, dict]]:
 def detect_format(row: dict, kind: str) -> str:
     """code | task | gsm8k | math | aime (see module docstring), from the row's keys."""
     keys = {k for k, v in row.items() if v is not None}
-    if kind == "code" or keys & {"tests", "problem_dir"}:
+    inner = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+    if kind == "code" or (keys | set(inner)) & {"tests", "problem_dir"}:
         return "code"
     if "prompt" in keys:
         return "task"
@@ -156,6 +157,20 @@ def _math_fields(fmt: str, row: dict, name: str) -> tuple[str, dict, dict]:
     return rid, fields, {**extra, "tags": tags}
 
 
+def _row_extras(row: dict, domain: str, difficulty) -> dict:
+    """A Task / curated row's other fields (pass_rate, difficulty, kept ...) and its meta
+    object, as meta; tags as a dict (the curated list also kept, as tag_list)."""
+    extra = dict(row.get("meta") or {})
+    extra.update({k: v for k, v in row.items() if k not in TASK_FIELDS})
+    if "source" in extra:
+        extra["origin"] = extra.pop("source")  # where the row came from before curation
+    if isinstance(row.get("tags"), list):
+        extra["tag_list"] = list(row["tags"])
+    # curation's domain tag (a keyword domain where the data has no subject) wins
+    extra["tags"] = {"domain": domain, **_tag_dict(row.get("tags")), "difficulty": difficulty}
+    return extra
+
+
 def _task_fields(row: dict, name: str) -> tuple[str, dict, dict]:
     """A Task / curated row: its own fields, the rest (pass_rate, difficulty ...) as meta."""
     difficulty = row.get("difficulty")
@@ -169,16 +184,7 @@ def _task_fields(row: dict, name: str) -> tuple[str, dict, dict]:
         domain=str(row.get("domain") or ""),
         solution=None if row.get("solution") is None else str(row["solution"]),
     )
-    extra = dict(row.get("meta") or {})
-    extra.update({k: v for k, v in row.items() if k not in TASK_FIELDS})
-    if "source" in extra:
-        extra["origin"] = extra.pop("source")  # where the row came from before curation
-    tags = _tag_dict(row.get("tags"))
-    if isinstance(row.get("tags"), list):
-        extra["tag_list"] = list(row["tags"])
-    # curation's domain tag (a keyword domain where the data has no subject) wins
-    extra["tags"] = {"domain": fields["domain"], **tags, "difficulty": difficulty}
-    return row.get("id"), fields, extra
+    return row.get("id"), fields, _row_extras(row, fields["domain"], difficulty)
 
 
 def _resolve_problem_dir(value: str, data_file: Path) -> Path:
@@ -208,8 +214,12 @@ def _check_tests(tests) -> list[dict]:
 
 
 def _code_fields(row: dict, name: str, data_file: Path) -> tuple[str, dict, dict]:
-    """A code problem: tests inline or a sandbox problem folder (statement.md as prompt)."""
-    extra = {}
+    """A code problem: tests inline or a sandbox problem folder (statement.md as prompt).
+    A curated code row (Task fields, tests in its meta object) reads the same."""
+    row = {**(row.get("meta") or {}), **row}
+    extra = _row_extras(row, str(row.get("domain") or "code"), row.get("difficulty"))
+    for k in ("tests", "problem_dir"):  # checked and resolved below
+        extra.pop(k, None)
     if row.get("problem_dir") is not None:
         folder = _resolve_problem_dir(str(row["problem_dir"]), data_file)
         extra["problem_dir"] = str(folder)
@@ -219,16 +229,14 @@ def _code_fields(row: dict, name: str, data_file: Path) -> tuple[str, dict, dict
     if row.get("tests") is not None or "problem_dir" not in extra:
         extra["tests"] = _check_tests(row.get("tests"))
     difficulty = row.get("difficulty")
+    band = f"difficulty{difficulty}" if difficulty is not None else row.get("band") or name
     fields = dict(
         prompt=str(prompt),
-        reference="",  # judged by running the tests, not by an answer string
-        band=str(
-            row.get("band") or (f"difficulty{difficulty}" if difficulty is not None else name)
-        ),
-        domain=str(row.get("domain") or "code"),
+        reference=str(row.get("reference") or ""),  # judged by the tests, not an answer
+        band=str(band),
+        domain=extra["tags"]["domain"],
         solution=row.get("solution"),
     )
-    extra["tags"] = {"domain": fields["domain"], "difficulty": difficulty}
     return row.get("id"), fields, extra
 
 
@@ -255,7 +263,7 @@ def _file_tasks(path: Path, cfg: SourceConfig, key: str) -> list[Task]:
             fmt = fmt or detect_format(row, cfg.kind)
             if fmt == "code" and cfg.kind == "math":
                 raise RowError("tests", f"a code problem, but {key}.kind=math; set kind=code")
-            if fmt == "task" and row.get("kept") is False:
+            if row.get("kept") is False:
                 continue  # a curation result the curation dropped
             task = _row_task(fmt, row, lineno, name, path)
         except RowError as e:
