@@ -106,11 +106,16 @@ def test_contract_run_leaves_summary_metrics_heldout_and_hf(math_run, data):
     assert [r["iteration"] for r in rl] == [0, 1]
     assert all(r["train/groups"] >= 0 for r in rl)
     rows = [json.loads(x) for x in (math_run / "eval" / "heldout.jsonl").read_text().splitlines()]
-    assert [r["band"] for r in rows] == ["gsm8k_test"] * 4 + ["math500_test"] * 4
-    # the prompt as fed: the checkpoint's chat template around the problem, per transformers
+    # prompts over rollout.max_prompt_len are dropped before RL and counted, never truncated
     import transformers
 
     tok = transformers.AutoTokenizer.from_pretrained(real_model_dir())
+    dropped = summary["dropped_prompts"].get("data.eval[1]", 0)
+    assert 0 <= dropped < 4
+    assert [r["band"] for r in rows] == ["gsm8k_test"] * 4 + ["math500_test"] * (4 - dropped)
+    lengths = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
+    assert max(lengths) <= 256
+    # the prompt as fed: the checkpoint's chat template around the problem, per transformers
     question = json.loads(data["eval"][0].read_text().splitlines()[0])["question"]
     want = tok.apply_chat_template(
         [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
@@ -139,7 +144,9 @@ def test_final_hf_loads_in_transformers_and_greedy_matches_ours(math_run):
     prompt = tok.encode(row["prompt"])
     assert prompt == hf_tok(row["prompt"], add_special_tokens=False)["input_ids"]
     cfg, params = load_hf(hf)
-    rcfg = RolloutConfig(greedy=True, max_prompt_len=256, max_new_tokens=24, slots=4)
+    rcfg = RolloutConfig(
+        greedy=True, max_prompt_len=256, max_new_tokens=24, slots=4, stop_on_repeat=False
+    )
     engine = make_engine(cfg, rcfg, eos_id=tok.stop_ids, pad_id=tok.pad_id, params=params)
     ro, _, _, _ = collect(engine, [("0", prompt)], k=1, iteration=0, key=jax.random.key(0))
     ours = np.asarray(ro.tokens)[0, len(prompt) : len(prompt) + int(ro.length[0])].tolist()
@@ -194,11 +201,11 @@ def _build(tmp_path, data, *extra, hf=None):
 def test_bad_jsonl_line_and_row_without_answer_name_file_and_line(tmp_path, data):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": oops\n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl line 2"):
         _build(tmp_path, {**data, "train": [bad]})
     empty = tmp_path / "noanswer.jsonl"
     empty.write_text('{"problem": "What is 2+2?", "answer": "4"}\n{"problem": "And 3+3?"}\n')
-    with pytest.raises(ValueError, match=r"noanswer\.jsonl:2"):
+    with pytest.raises(ValueError, match=r"noanswer\.jsonl line 2"):
         _build(tmp_path, {**data, "train": [empty]})
 
 

@@ -8,6 +8,9 @@ test case accepted). A program that hangs or crashes, or a sandbox failure, scor
 counted (`code_timeouts`, `errors`); it never stops the iteration.
 """
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 
 from k15_jax.rewards.score import Verifier
@@ -44,3 +47,43 @@ def route_by_kind(base: Verifier, code_scorer, tasks: list) -> Verifier:
         return v, stats
 
     return verify
+
+
+def code_scorer(reward_cfg):
+    """The sandbox judge of code tasks: a service started for this run (stopped when the
+    process exits) or reached at reward.sandbox (a URL)."""
+    import atexit
+    import contextlib
+
+    from k15_jax.eval.code import CodeScorer
+    from k15_jax.sandbox.client import SandboxClient, start_sandbox
+
+    if reward_cfg.sandbox != "start":
+        return CodeScorer(SandboxClient(reward_cfg.sandbox), reward_cfg.sandbox_workers)
+    stack = contextlib.ExitStack()
+    client = stack.enter_context(start_sandbox(workers=reward_cfg.sandbox_workers))
+    atexit.register(stack.close)
+    return CodeScorer(client, reward_cfg.sandbox_workers)
+
+
+def code_cases(tasks: list, client, cache: Path) -> list:
+    """Code tasks in the judge's form (meta cases, limits, checker): inline `tests` as they
+    are; a `problem_dir` without tests gets its cases from the CYaRon pipeline once (cached
+    in `cache`, so a resumed run judges against the same cases)."""
+    from k15_jax.eval.code import EvalCaseGenConfig, load_code_problems
+
+    out = []
+    for t in tasks:
+        if task_kind(t) != "code" or "cases" in t.meta:
+            out.append(t)
+            continue
+        m = dict(t.meta)
+        if m.get("tests"):
+            m.update(cases=m["tests"], time_limit_s=2.0, memory_limit_mb=256, checker="lines")
+        else:
+            row = load_code_problems(
+                [m["problem_dir"]], EvalCaseGenConfig(), cache, lambda: client
+            )[0]
+            m.update({k: row[k] for k in ("cases", "time_limit_s", "memory_limit_mb", "checker")})
+        out.append(dataclasses.replace(t, meta=m))
+    return out

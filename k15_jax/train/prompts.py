@@ -6,19 +6,28 @@ which adds image placeholders, image batches and per-modality metrics through th
 methods, so the loop has no vision branches.
 """
 
+from pathlib import Path
+
 import jax
 import numpy as np
 
 from k15_jax.data.demos import load_sft_rows
-from k15_jax.data.sources import load_source, mix
-from k15_jax.data.templates import PLACEHOLDER, PromptTemplate, chat_prompt, render
+from k15_jax.data.sources import SourceConfig, load_source, mix, source_name
+from k15_jax.data.templates import chat_prompt, kind_template, render
 from k15_jax.eval.heldout import evaluate, heldout
-from k15_jax.rewards.routing import route_by_kind, task_kind
+from k15_jax.rewards.routing import code_cases, code_scorer, route_by_kind, task_kind
 from k15_jax.rewards.score import RewardConfig, make_verifier
 from k15_jax.rollout import driver
 from k15_jax.rollout.buffer import RolloutBuffer
 from k15_jax.rollout.texts import request_rows, response_texts
 from k15_jax.train.metrics import log
+
+
+def source_config(entry) -> SourceConfig:
+    """A data.train / data.eval entry: a path string, or a mapping of SourceConfig fields."""
+    if isinstance(entry, str):
+        return SourceConfig(path=entry)
+    return SourceConfig(**dict(entry))
 
 
 class TextPrompts:
@@ -92,46 +101,40 @@ class TextPrompts:
 class FilePrompts(TextPrompts):
     """Prompts from files: `data.train` / `data.eval` sources (jsonl or parquet: MATH, GSM8K,
     AIME, curated rows, code problems), rendered as one user turn of the tokenizer's chat
-    template. Each eval source is one "band" of the held-out evaluation.
+    template. Each eval source is one "band" of the held-out evaluation. Code tasks are
+    judged by the sandbox (started for the run unless reward.sandbox is a URL).
 
     Prompts longer than rollout.max_prompt_len, and rows the curation marked trivial (pass
     rate 1, report sec. 2.1), are dropped before RL and counted in `dropped`.
     """
 
-    def __init__(self, data_cfg, tokenizer, max_prompt_len: int, code_scorer=None):
-        self.tokenizer, self.code_scorer = tokenizer, code_scorer
-        self.template = PromptTemplate(PLACEHOLDER)  # chat templates prefill nothing
-        self.chat = data_cfg.template
-        self.max_prompt_len, self.dropped = max_prompt_len, {}
-        train = [load_source(c, key=f"data.train[{i}]") for i, c in enumerate(data_cfg.train)]
+    def __init__(self, cfg, tokenizer, run_dir):
+        self.tokenizer, self.chat, self.code_scorer = tokenizer, cfg.data.template, None
+        self.template = kind_template(self.chat, "math")  # its prefix is part of the answer
+        self.max_prompt_len, self.dropped = cfg.rollout.max_prompt_len, {}
+        train_cfgs = [source_config(x) for x in cfg.data.train]
+        eval_cfgs = [source_config(x) for x in cfg.data.eval]
+        train = [load_source(c, f"data.train[{i}]") for i, c in enumerate(train_cfgs)]
+        evals = [load_source(c, f"data.eval[{i}]") for i, c in enumerate(eval_cfgs)]
+        if any(task_kind(t) == "code" for ts in train + evals for t in ts):
+            self.code_scorer = code_scorer(cfg.reward)
+            cache = Path(run_dir) / "code_cases.jsonl"
+            train = [code_cases(ts, self.code_scorer.client, cache) for ts in train]
+            evals = [code_cases(ts, self.code_scorer.client, cache) for ts in evals]
         self.pool, self.weights = mix(
             [self._usable(ts, f"data.train[{i}]") for i, ts in enumerate(train)],
-            [c.weight for c in data_cfg.train],
+            [c.weight for c in train_cfgs],
         )
-        self.eval_sets = {}
-        for i, c in enumerate(data_cfg.eval):
-            tasks = self._usable(load_source(c, key=f"data.eval[{i}]"), f"data.eval[{i}]")
-            self.eval_sets[tasks[0].meta["source"] if tasks else f"eval{i}"] = tasks
-        self.sft_rows = [r for path in data_cfg.sft for r in load_sft_rows(path)]
+        self.eval_sets = {
+            source_name(c): self._usable(ts, f"data.eval[{i}]")
+            for i, (c, ts) in enumerate(zip(eval_cfgs, evals))
+        }
+        self.sft_rows = [r for path in cfg.data.sft for r in load_sft_rows(path)]
         self.suite = None
         for key, n in self.dropped.items():
             log.info(
-                "%s: dropped %d prompts (longer than rollout.max_prompt_len or trivial)", key, n
+                "%s: %d prompts dropped (longer than rollout.max_prompt_len, or trivial)", key, n
             )
-
-    @property
-    def has_sft(self) -> bool:
-        return bool(self.sft_rows)
-
-    @property
-    def has_code(self) -> bool:
-        tasks = self.pool + [t for ts in self.eval_sets.values() for t in ts]
-        return any(task_kind(t) == "code" for t in tasks)
-
-    def write_outputs(self, params, setup, records: list[dict], summary: dict) -> None:
-        """summary.json: accuracy per eval source (start and end) and the dropped prompts."""
-        summary["eval_accuracy"] = summary["eval_accuracy_by_band"]
-        summary["dropped_prompts"] = dict(self.dropped)
 
     def _usable(self, tasks: list, key: str) -> list:
         keep = [
@@ -146,6 +149,15 @@ class FilePrompts(TextPrompts):
     @property
     def bands(self) -> list[str]:
         return list(self.eval_sets)
+
+    @property
+    def has_sft(self) -> bool:
+        return bool(self.sft_rows)
+
+    def write_outputs(self, params, setup, records: list[dict], summary: dict) -> None:
+        """summary.json: accuracy per eval source (start and end) and the dropped prompts."""
+        summary["eval_accuracy"] = summary["eval_accuracy_by_band"]
+        summary["dropped_prompts"] = dict(self.dropped)
 
     def prompt_ids(self, task) -> list[int]:
         return chat_prompt(self.tokenizer, self.chat, task)

@@ -19,7 +19,7 @@ from k15_jax.model.params import init_params
 from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.rollout.engine import make_engine
 from k15_jax.sharding import TRAIN_RULES, make_mesh, param_shardings
-from k15_jax.train.prompts import TextPrompts
+from k15_jax.train.prompts import FilePrompts, TextPrompts
 
 
 @dataclasses.dataclass
@@ -102,15 +102,16 @@ def build(cfg) -> Setup:
     """Validates cfg, then builds the run's fixed parts and locks its run directory."""
     model, tokenizer = model_and_tokenizer(cfg)
     validate(cfg, tokenizer.vocab_size, model)
+    run_dir = Path(cfg.trainer.run_dir).absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _lock(run_dir, jax.process_index())
     suite = SyntheticSuite(OmegaConf.to_object(cfg.data.synthetic))
-    tmpl = template(cfg.data.template) if not file_sources(cfg.data) else None
-    prompts = TextPrompts(suite, tokenizer, tmpl) if tmpl else None
-    if prompts is None:
-        from k15_jax.train.prompts import FilePrompts
-
-        prompts = FilePrompts(cfg.data, tokenizer, cfg.rollout.max_prompt_len)
-        prompts.code_scorer = code_scorer(cfg.reward) if prompts.has_code else None
+    if file_sources(cfg.data):  # fails naming file and line before anything compiles
+        prompts = FilePrompts(cfg, tokenizer, run_dir)
         tmpl = prompts.template
+    else:
+        tmpl = template(cfg.data.template)
+        prompts = TextPrompts(suite, tokenizer, tmpl)
     if cfg.vision.enabled:  # an image encoder in the policy; visual tasks join the pool
         from k15_jax.train.vision.config import vision_model_config
         from k15_jax.train.vision.data import VisionData
@@ -120,9 +121,6 @@ def build(cfg) -> Setup:
         data = VisionData(cfg.vision, model.vision, suite)
         prompts = VisionPrompts(suite, tokenizer, tmpl, data)
     mesh = make_mesh(cfg.mesh)
-    run_dir = Path(cfg.trainer.run_dir).absolute()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _lock(run_dir, jax.process_index())
     return Setup(
         cfg=cfg,
         model=model,
@@ -134,23 +132,6 @@ def build(cfg) -> Setup:
         run_dir=run_dir,
         prompts=prompts,
     )
-
-
-def code_scorer(reward_cfg):
-    """The sandbox judge of code tasks: a service started for the run (stopped at exit) or
-    reached at reward.sandbox (a URL)."""
-    import atexit
-    import contextlib
-
-    from k15_jax.eval.code import CodeScorer
-    from k15_jax.sandbox.client import SandboxClient, start_sandbox
-
-    if reward_cfg.sandbox != "start":
-        return CodeScorer(SandboxClient(reward_cfg.sandbox), reward_cfg.sandbox_workers)
-    stack = contextlib.ExitStack()
-    client = stack.enter_context(start_sandbox(workers=reward_cfg.sandbox_workers))
-    atexit.register(stack.close)
-    return CodeScorer(client, reward_cfg.sandbox_workers)
 
 
 _LOCKS: dict = {}  # lock file -> open handle, held for the process lifetime
