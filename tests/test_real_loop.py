@@ -236,3 +236,47 @@ def test_chat_template_that_fails_to_render_is_named(tmp_path, data):
     (hf / "tokenizer_config.json").write_text(json.dumps(tc))
     with pytest.raises(ValueError, match="no user turns here"):
         _build(tmp_path, data, hf=hf)
+
+
+SUM_TESTS = [{"stdin": "2 3\n", "expected": "5\n"}, {"stdin": "10 -4\n", "expected": "6\n"}]
+PROGRAMS = {
+    "right": "```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+    "hangs": "```python\nwhile True:\n    pass\n```",
+    "crashes": "```python\nraise RuntimeError('boom')\n```",
+    "no code": "the answer is 5",
+}
+
+
+def test_code_rows_are_judged_by_the_sandbox_and_failures_score_zero():
+    """route_by_kind on a mixed batch: math rows through the rule verifier, code rows
+    through a real sandbox service; a hanging and a crashing program give 0, the batch
+    goes on, and the timeout is counted."""
+    from k15_jax.data.loaders import Task
+    from k15_jax.rewards.routing import code_cases, code_scorer, route_by_kind
+    from k15_jax.rewards.score import RewardConfig, make_verifier
+
+    code = Task(id="c:1", prompt="add", reference="", meta={"kind": "code", "tests": SUM_TESTS})
+    code = code_cases([code], None, None)[0]  # inline tests need no case generation
+    assert code.meta["cases"] == SUM_TESTS
+    math = Task(id="m:1", prompt="2+3?", reference="5", meta={"kind": "math"})
+    tasks = [code] * len(PROGRAMS) + [math, math]
+    responses = [*PROGRAMS.values(), "so \\boxed{5}", "so \\boxed{6}"]
+    scorer = code_scorer(RewardConfig(sandbox_workers=2))
+    verify = route_by_kind(make_verifier(RewardConfig()), scorer, tasks)
+    v, stats = verify([t.prompt for t in tasks], responses, [t.reference for t in tasks])
+    np.testing.assert_array_equal(v, [1, 0, 0, 0, 1, 0])
+    assert stats["code_rows"] == 4 and stats["code_timeouts"] == 1
+
+
+def test_mixed_math_and_code_run_scores_code_inside_the_loop(tmp_path, data):
+    code = tmp_path / "sums.jsonl"
+
+    rows = [{"id": i, "prompt": f"Read two integers, print their sum ({i}).", "tests": SUM_TESTS}
+            for i in range(8)]  # fmt: skip
+    code.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = ",".join([str(data["train"][0]), f"{{path:{code},weight:20}}"])
+    run_dir = tmp_path / "mixed"
+    _run(run_dir, data, f"data.train=[{train}]", "trainer.iterations=1", "reward.sandbox_workers=2")
+    rl = [r for r in _records(run_dir) if r["phase"] == "rl"]
+    assert rl and rl[0]["reward/code_rows"] > 0
+    assert "reward/code_timeouts" in rl[0]

@@ -101,7 +101,9 @@ def draw(s: Setup, state: RunState) -> Batch:
     cfg, it = s.cfg, state.iteration
     rng = np.random.default_rng([cfg.trainer.seed, 2, it])
     bands = np.array([t.band for t in s.pool])
-    rows = samplers.draw(state.sampler, bands, cfg.sampler.batch_prompts, rng, cfg.sampler, it)
+    base = getattr(s.prompts, "weights", None)  # mixed sources' weights (file runs)
+    n = cfg.sampler.batch_prompts
+    rows = samplers.draw(state.sampler, bands, n, rng, cfg.sampler, it, base)
     requests = [
         (request_id(int(i), it, j), s.prompts.prompt_ids(s.pool[i])) for j, i in enumerate(rows)
     ]
