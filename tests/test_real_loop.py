@@ -100,8 +100,10 @@ def math_run(tmp_path_factory, data):
 def test_contract_run_leaves_summary_metrics_heldout_and_hf(math_run, data):
     summary = json.loads((math_run / "summary.json").read_text())
     sources = ["gsm8k_test", "math500_test"]
-    for when in ("start", "end"):
-        assert list(summary["eval_accuracy"][when]) == sources
+    for when in ("start", "end"):  # each eval source, then its tags (MATH levels) as src/tag
+        keys = list(summary["eval_accuracy"][when])
+        assert [k for k in keys if "/" not in k] == sources
+        assert all(k.split("/")[0] in sources for k in keys)
     rl = [r for r in _records(math_run) if r["phase"] == "rl"]
     assert [r["iteration"] for r in rl] == [0, 1]
     assert all(r["train/groups"] >= 0 for r in rl)

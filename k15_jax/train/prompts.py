@@ -148,6 +148,7 @@ class FilePrompts(TextPrompts):
 
     @property
     def bands(self) -> list[str]:
+        """The eval sources (per-tag figures are logged beside them)."""
         return list(self.eval_sets)
 
     @property
@@ -189,6 +190,14 @@ class FilePrompts(TextPrompts):
             v, _ = verify([t.prompt for t in tasks], texts, [t.reference for t in tasks])
             length = np.asarray(ro.length)[rows].astype(np.float64)
             out[name] = (float(np.mean(v >= 0.5)), float(length.mean()))
+            tags = np.array([t.band for t in tasks])
+            if len(set(tags)) > 1:  # per difficulty / level tag within the source
+                for tag in sorted(set(tags)):
+                    sel = tags == tag
+                    out[f"{name}/{tag}"] = (
+                        float(np.mean(v[sel] >= 0.5)),
+                        float(length[sel].mean()),
+                    )
         return out
 
     def heldout_rows(self, per_band: int) -> list[dict]:
