@@ -23,14 +23,6 @@ from k15_jax.plan.programs import planned
 
 
 @dataclasses.dataclass
-class AotConfig:
-    """The `aot` keys: programs to compile (empty: all of programs.PROGRAMS)."""
-
-    programs: list[str] = dataclasses.field(default_factory=list)
-    mfu: float = 0.4  # model FLOP utilisation assumed by the projected iteration time
-
-
-@dataclasses.dataclass
 class Row:
     program: str
     compile_s: float

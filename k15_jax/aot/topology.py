@@ -33,6 +33,15 @@ class TopologyConfig:
     slices: int = 1
 
 
+@dataclasses.dataclass
+class AotConfig:
+    """The `aot` keys of `python -m experiments.aot`: the programs to compile (empty: all of
+    `programs.PROGRAMS`) and the MFU its projected iteration time assumes."""
+
+    programs: list[str] = dataclasses.field(default_factory=list)
+    mfu: float = 0.4
+
+
 def chips(cfg: TopologyConfig) -> int:
     """Chips of the whole topology (all slices)."""
     dims = cfg.name.split(":")[1].split("x")
