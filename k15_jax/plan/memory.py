@@ -39,6 +39,7 @@ LOGITS_WORK = 3  # [b, chunk, V] f32 blocks live in the chunked log-prob backwar
 # TPU, XLA attention, remat: [rows, H, T, T] f32 score tensors live in a layer's backward
 # (memory_analysis() of the 7B update on v5p-64: 2.2 at T=2048, 2.26 at T=4096)
 TPU_SCORE_WORK = 2.25
+TPU_LOGITS_WORK = 5  # [b, chunk, V] f32 blocks on TPU (2-layer Qwen2.5-7B, v5p-8, T=128 and 512)
 # TPU prefill: [S, H, Tp, Tp] f32 scores live at once (Qwen2.5-7B on v5p-64: 1.1; 1.5B, v5e-16: 1.1)
 TPU_PREFILL_SCORES = 1.25
 F32 = 4
@@ -170,7 +171,8 @@ def activations(
         work += TPU_SCORE_WORK * rows * score - RECOMPUTE_WORK * 4 * b * score
     # the log-prob chunks are differentiated before the layers: the larger of the two
     chunk = max(1, min(model.logits_chunk, T))
-    work = max(work, LOGITS_WORK * F32 * b * chunk * _split(model.vocab_size, tp))
+    blocks = TPU_LOGITS_WORK if tpu else LOGITS_WORK
+    work = max(work, blocks * F32 * b * chunk * _split(model.vocab_size, tp))
     return {"activations": int(saved), "working set": int(work)}
 
 
@@ -188,7 +190,8 @@ def train_step(
     """Per-device bytes of one jitted training step (`sft.make_step` or `rl_step.make_update`).
 
     kind "sft": batch = tokens, segment ids, loss mask; kind "rl": tokens, ref_logp, mask
-    (+ rewards), the M = `updates` steps in a scan (the same memory for any M > 1).
+    (+ rewards), the M = `updates` steps in a scan (the same memory for any M > 1; on TPU
+    one step compiles without the loop).
     Returns the
     components, "inputs", "beyond inputs" (what the step allocates: XLA's output + temp
     sizes) and "peak".
@@ -217,12 +220,10 @@ def train_step(
         if microbatches > 1:  # log-probs of all rows and their cotangent
             backward += 2 * F32 * b * T
         out["scan carry"] = P + opt
-        if platform != "tpu":
+        if platform == "tpu" and updates == 1:  # no loop: the gradients live in the
+            beyond = max(P + opt, backward)  # output buffers meanwhile
+        else:
             beyond = P + opt + backward
-        elif updates > 1:  # TPU: the scan's carry is a buffer of its own beside the outputs
-            beyond = 2 * (P + opt) + backward
-        else:  # one update: no loop, and the gradients live in the output buffers meanwhile
-            beyond = max(P + opt, backward)
     out["inputs"] = P + opt + batch
     out["beyond inputs"] = int(beyond)
     out["peak"] = int(out["inputs"] + beyond)
