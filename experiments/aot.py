@@ -96,7 +96,7 @@ def main(overrides: list[str]) -> int:
     print(collective_note())
     work, d = Workload.from_config(cfg), cfg.device
     proj = check.projection(rows, cfg, model, shape)
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in proj.items() if v is not None)
+    parts = ", ".join(f"{k} {v:.2f} s" for k, v in proj.items() if v is not None)
     print(
         f"projected RL iteration ({work.batch_prompts} prompts x {work.samples} samples, "
         f"{work.prompt_len}+{work.new_tokens} tokens, {work.updates} updates; MFU "
