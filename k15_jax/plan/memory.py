@@ -39,7 +39,9 @@ LOGITS_WORK = 3  # [b, chunk, V] f32 blocks live in the chunked log-prob backwar
 # TPU, XLA attention, remat: [rows, H, T, T] f32 score tensors live in a layer's backward
 # (memory_analysis() of the 7B update on v5p-64: 2.2 at T=2048, 2.26 at T=4096)
 TPU_SCORE_WORK = 2.25
-TPU_LOGITS_WORK = 5  # [b, chunk, V] f32 blocks on TPU (2-layer Qwen2.5-7B, v5p-8, T=128 and 512)
+# TPU update: [rows of all fsdp chips, chunk, V] f32 logits blocks live in the log-prob
+# backward (HLO of Qwen2.5-1.5B on v5e-16 at tensor=2: 1.2; 2-layer 7B on v5p-8: 1.25)
+TPU_LOGITS_WORK = 1.25
 # TPU prefill: [S, H, Tp, Tp] f32 scores live at once (Qwen2.5-7B on v5p-64: 1.1; 1.5B, v5e-16: 1.1)
 TPU_PREFILL_SCORES = 1.25
 F32 = 4
@@ -148,8 +150,8 @@ def activations(
     The TPU compiler keeps the projections' rows split (it gathers the weights), but XLA
     attention without segment ids (the RL update: nothing batch-split enters its mask) runs
     on the rows of all fsdp chips: its [rows, H, T, T] f32 scores dominate a layer's
-    backward (seen in the compiled HLO of the Qwen2.5-7B update on v5p-64). gather_scores:
-    that happens here (platform "tpu", kind "rl").
+    backward (seen in the compiled HLO of the Qwen2.5-7B update on v5p-64), and so do its
+    log-prob chunks. gather_scores: that happens here (platform "tpu", kind "rl").
     """
     tp = mesh_shape["tensor"]
     tpu = platform == "tpu"
@@ -171,8 +173,11 @@ def activations(
         work += TPU_SCORE_WORK * rows * score - RECOMPUTE_WORK * 4 * b * score
     # the log-prob chunks are differentiated before the layers: the larger of the two
     chunk = max(1, min(model.logits_chunk, T))
-    blocks = TPU_LOGITS_WORK if tpu else LOGITS_WORK
-    work = max(work, blocks * F32 * b * chunk * _split(model.vocab_size, tp))
+    if tpu and gather_scores:  # the update's log-prob chunks: rows of all fsdp chips too
+        logits = TPU_LOGITS_WORK * F32 * b * gather * chunk * _split(model.vocab_size, tp)
+    else:
+        logits = LOGITS_WORK * F32 * b * chunk * _split(model.vocab_size, tp)
+    work = max(work, logits)
     return {"activations": int(saved), "working set": int(work)}
 
 
