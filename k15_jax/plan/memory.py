@@ -159,6 +159,8 @@ def activations(
     per = layer_activations(model, tp, b, T, attention, gather=1 if tpu else gather)
     policy = model.remat
     saved = model.num_layers * per[policy]
+    if tpu and policy != "none":  # the stacked residuals and a second [L, ...] buffer the
+        saved *= 2  # backward scan reads (HLO of Llama-3.1-70B's update on v5p-256)
     Ht = _split(model.num_heads, tp)
     if policy == "none" and attention == "xla":  # the [B, T, T] mask broadcast over heads,
         saved += (2 * F32 + 2) * b * Ht * T * T  # f32 and bool, kept once for all layers
