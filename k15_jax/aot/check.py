@@ -148,9 +148,9 @@ def fixes(program: str, cfg, model, shape: dict) -> list[str]:
             "SFT step": ("sft.microbatches", work.sft_microbatches, work.sft_rows),
             "RL update": ("algo.microbatches", work.microbatches, work.sequences),
         }[program]
-        per_chip = memory.rows_per_device(rows, shape)
-        if per_chip % (2 * m) == 0:
-            out.append(f"{key}={2 * m} (fewer rows per pass)")
+        k = _fitting_microbatches(program, work, model, shape, int(cfg.device.memory_gib * GIB))
+        if k is not None:
+            out.append(f"{key}={k} (fewer rows per pass; the smallest the plan fits)")
         tp = _tensor_split(model, shape)
         if program == "RL update" and tp > 1:
             out.append(
@@ -175,6 +175,22 @@ def fixes(program: str, cfg, model, shape: dict) -> list[str]:
                 "engine keeps whole weights per tensor shard: tensor parallelism splits them)"
             )
     return out
+
+
+def _fitting_microbatches(program: str, work: Workload, model, shape: dict, hbm: int):
+    """The fewest micro-batches (doubling) under which the plan of `program` fits."""
+    field, rows = {
+        "SFT step": ("sft_microbatches", work.sft_rows),
+        "RL update": ("microbatches", work.sequences),
+    }[program]
+    per_chip = memory.rows_per_device(rows, shape)
+    k = 2 * getattr(work, field)
+    while k <= per_chip and per_chip % k == 0 and rows % k == 0:
+        p = planned(dataclasses.replace(work, **{field: k}), model, shape, "tpu")[program]
+        if p["total"] + p["resident"] <= hbm:
+            return k
+        k *= 2
+    return None
 
 
 def _tensor_split(model, shape: dict) -> int:
