@@ -110,3 +110,44 @@ def test_plain_runs_do_not_load_libtpu():
         pytest.skip("a TPU is attached: JAX should load libtpu here")
     assert _libtpu_mapped("import jax")  # what JAX does alone with libtpu importable
     assert not _libtpu_mapped("import k15_jax, jax")
+
+
+# A hand-written HLO module: an all-gather outside any loop, and inside a while loop of 6
+# trips (its condition compares with 6) an all-reduce-start/-done pair and a reduce-scatter.
+HLO = """
+%cond (p: (s32[], f32[8])) -> pred[] {
+  %i = s32[] get-tuple-element(%p), index=0
+  %c = s32[] constant(6)
+  ROOT %lt = pred[] compare(%i, %c), direction=LT
+}
+
+%body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %ars = f32[1024,256]{1,0} all-reduce-start(f32[1024,256]{1,0} %x), replica_groups={}
+  %ard = f32[1024,256]{1,0} all-reduce-done(%ars)
+  %rs = bf16[128,64]{1,0} reduce-scatter(bf16[512,64]{1,0} %y), dimensions={0}
+  ROOT %t = (s32[], f32[8]) tuple(%i, %v)
+}
+
+ENTRY %main (a: bf16[16,1024]) -> f32[8] {
+  %ag = bf16[64,1024]{1,0} all-gather(bf16[16,1024]{1,0} %a), dimensions={0}
+  %w = (s32[], f32[8]) while(%init), condition=%cond, body=%body
+  ROOT %r = f32[8] get-tuple-element(%w), index=1
+}
+"""
+
+
+def test_collectives_are_counted_per_step_with_their_loops():
+    from k15_jax.aot.hlo import collectives
+
+    c = collectives(HLO)
+    assert c["all-gather"] == {
+        "count": 1,
+        "bytes": 64 * 1024 * 2,
+        "count per step": 1,
+        "bytes per step": 64 * 1024 * 2,
+    }
+    assert c["all-reduce"]["count"] == 1  # the -start, not the -done
+    assert c["all-reduce"]["count per step"] == 6
+    assert c["all-reduce"]["bytes per step"] == 6 * 1024 * 256 * 4
+    assert c["reduce-scatter"]["bytes per step"] == 6 * 512 * 64 * 2  # the unscattered side
+    assert c["all-to-all"]["count"] == 0

@@ -3,9 +3,9 @@
 Counted per kind: all-gather, reduce-scatter, all-reduce, all-to-all, collective-permute
 (async pairs once, at their -start). "static" counts each instruction once; "per step"
 multiplies by the trip counts of the while loops around it (scans over layers,
-micro-batches and updates): XLA's `known_trip_count` where it kept one, else the integer
-bound its loop condition compares against (scans count from 0); 1 for a data-dependent loop
-(the decode chunk's early exit), which is then its largest trip count. Bytes are per chip:
+micro-batches and updates): XLA's `known_trip_count` where it kept one, else the largest
+integer constant of its loop condition (scans count from 0 to it; the decode chunk's loop,
+which may exit early, counts its full n steps), else 1. Bytes are per chip:
 the largest array an instruction reads or writes (the gathered side of an all-gather, the
 unscattered side of a reduce-scatter).
 """
@@ -94,8 +94,7 @@ def collectives(hlo: str) -> dict:
     for comp in reversed(list(comps)):
         for callee, trips in comps[comp][1]:
             if isinstance(trips, str):  # the loop bound in its condition
-                bounds = comps.get(trips, ((), (), ()))[2]
-                trips = bounds[0] if len(bounds) == 1 else 1
+                trips = max(comps.get(trips, ((), (), ()))[2], default=1) or 1
             times[callee] += times[comp] * trips
     out = {k: {"count": 0, "bytes": 0, "count per step": 0, "bytes per step": 0} for k in KINDS}
     for comp, (found, _, _) in comps.items():
