@@ -102,6 +102,7 @@ def collectives(hlo: str) -> dict:
             row = out[kind]
             row["count"] += 1
             row["bytes"] += nbytes
-            row["count per step"] += times[comp]
-            row["bytes per step"] += times[comp] * nbytes
+            runs = times[comp] or 1  # reached by a call this parser does not follow: once
+            row["count per step"] += runs
+            row["bytes per step"] += runs * nbytes
     return out
