@@ -14,7 +14,8 @@ Pallas backward kernels with the global lse and delta, and after n hops the accu
 home. Memory per device is O(T / n); no step's K/V is kept for the backward.
 
 Shapes: B batch, T tokens (divisible by n), H query heads, G kv heads, Dh head dim.
-Other mesh axes are treated as replicated by this call.
+Other mesh axes are treated as replicated by this call. Reference: `attention_reference` on
+the gathered sequence (`k15_jax.kernels.reference`).
 """
 
 from __future__ import annotations
@@ -27,16 +28,11 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from k15_jax.kernels.flash_attention import (
-    NEG_LSE,
-    FlashBlockSizes,
-    check_qkv,
-    flash_attention_reference,
-    flash_backward,
-    flash_forward,
-    resolve_interpret,
-    row_delta,
-)
+from k15_jax.kernels.flash_attention import check_qkv
+from k15_jax.kernels.flash_backward import flash_backward, row_delta
+from k15_jax.kernels.flash_forward import flash_forward
+from k15_jax.kernels.flash_plan import FlashBlockSizes, resolve_interpret
+from k15_jax.kernels.reference import NEG_LSE
 
 _SKIP, _DIAG, _FULL = 0, 1, 2
 
@@ -258,8 +254,3 @@ def _place(x, mesh, axis_name, spec):
     if axis_type == AxisType.Explicit:
         return jax.reshard(x, sharding)
     return lax.with_sharding_constraint(x, sharding)
-
-
-def ring_attention_reference(q, k, v, *, causal=True, segment_ids=None):
-    """Single-device plain-jnp oracle for ring_attention."""
-    return flash_attention_reference(q, k, v, causal=causal, segment_ids=segment_ids)
