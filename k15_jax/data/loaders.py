@@ -78,7 +78,7 @@ def read_jsonl(path: str | Path, *, config_key: str) -> Iterator[tuple[int, dict
             yield lineno, obj
 
 
-def _field(row: dict, key: str, path: Path, lineno: int) -> str:
+def required_field(row: dict, key: str, path: Path, lineno: int) -> str:
     if key not in row or row[key] is None:
         raise ValueError(
             f"row in {path} line {lineno} has no {key!r} field (keys: {sorted(row)}); "
@@ -117,8 +117,8 @@ def load_jsonl_tasks(
         tasks.append(
             Task(
                 id=str(row[id_key]) if row.get(id_key) is not None else f"{source}/{lineno}",
-                prompt=_field(row, prompt_key, path, lineno),
-                reference=_field(row, reference_key, path, lineno),
+                prompt=required_field(row, prompt_key, path, lineno),
+                reference=required_field(row, reference_key, path, lineno),
                 band=str(row.get(band_key) or ""),
                 domain=str(row.get(domain_key) or ""),
                 solution=None if solution is None else str(solution),
@@ -142,8 +142,8 @@ def load_math500(path: str | Path, *, config_key: str = "data.math500_path") -> 
         tasks.append(
             Task(
                 id=str(row.get("unique_id") or f"math500/{lineno}"),
-                prompt=_field(row, "problem", path, lineno),
-                reference=_field(row, "answer", path, lineno),
+                prompt=required_field(row, "problem", path, lineno),
+                reference=required_field(row, "answer", path, lineno),
                 band=_math_band(row.get("level")),
                 domain=str(row.get("subject") or ""),
                 solution=row.get("solution"),
@@ -174,13 +174,13 @@ def load_gsm8k(path: str | Path, *, config_key: str = "data.gsm8k_path") -> list
     tasks = []
     for lineno, row in read_jsonl(path, config_key=config_key):
         try:
-            solution, reference = split_gsm8k_answer(_field(row, "answer", path, lineno))
+            solution, reference = split_gsm8k_answer(required_field(row, "answer", path, lineno))
         except ValueError as e:
             raise ValueError(f"row in {path} line {lineno}: {e} in the answer field") from None
         tasks.append(
             Task(
                 id=f"gsm8k/{split}/{lineno}",
-                prompt=_field(row, "question", path, lineno),
+                prompt=required_field(row, "question", path, lineno),
                 reference=reference,
                 solution=solution,
                 meta={"source": "gsm8k", "split": split, "line": lineno},
@@ -194,11 +194,11 @@ def load_aime24(path: str | Path, *, config_key: str = "data.aime24_path") -> li
     path = Path(path)
     tasks = []
     for lineno, row in read_jsonl(path, config_key=config_key):
-        answer = _field(row, "answer", path, lineno).strip()
+        answer = required_field(row, "answer", path, lineno).strip()
         tasks.append(
             Task(
                 id=f"aime24/{row.get('id', lineno)}",
-                prompt=_field(row, "problem", path, lineno),
+                prompt=required_field(row, "problem", path, lineno),
                 reference=str(int(answer)) if answer.isdigit() else answer,  # "025" -> "25"
                 band="aime",
                 solution=row.get("solution"),

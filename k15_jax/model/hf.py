@@ -65,7 +65,7 @@ def _to_ours(x: np.ndarray, how: str, shape: tuple[int, ...]) -> np.ndarray:
     raise ValueError(how)
 
 
-def _to_hf(x: np.ndarray, how: str) -> np.ndarray:
+def to_hf_layout(x: np.ndarray, how: str) -> np.ndarray:
     if how == "copy":
         return x
     if how == "transpose":
@@ -80,7 +80,7 @@ def _to_hf(x: np.ndarray, how: str) -> np.ndarray:
 
 
 def _hf_shape(our_shape: tuple[int, ...], how: str) -> tuple[int, ...]:
-    return _to_hf(np.empty(our_shape, np.uint8), how).shape
+    return to_hf_layout(np.empty(our_shape, np.uint8), how).shape
 
 
 class SafetensorsDir:
@@ -296,12 +296,12 @@ def export_hf(params: dict, cfg: ModelConfig, path, *, max_shard_bytes: int = 2 
     tensors: dict[str, np.ndarray] = {}
     for key, (name, how) in _TOP_NAMES.items():
         if key in params:
-            tensors[name] = _to_hf(np.asarray(jax.device_get(params[key])), how)
+            tensors[name] = to_hf_layout(np.asarray(jax.device_get(params[key])), how)
     for key, (name, how) in _LAYER_NAMES.items():
         if key in params["layers"]:
             stacked = np.asarray(jax.device_get(params["layers"][key]))
             for i in range(cfg.num_layers):
-                tensors[f"model.layers.{i}.{name}"] = _to_hf(stacked[i], how)
+                tensors[f"model.layers.{i}.{name}"] = to_hf_layout(stacked[i], how)
     cpu = jax.devices("cpu")[0]
     tensors = {k: jnp.asarray(np.ascontiguousarray(v), device=cpu) for k, v in tensors.items()}
     shards, current, size = [], {}, 0

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from k15_jax.model.config import VisionConfig
-from k15_jax.model.hf import SafetensorsDir, _to_hf  # same layout moves as the decoder's
+from k15_jax.model.hf import SafetensorsDir, to_hf_layout  # same layout moves as the decoder's
 
 # our layer leaf -> (HF name within a layer, layout change)
 _LAYER = {
@@ -159,7 +159,7 @@ def export_siglip(vision: dict, v: VisionConfig, path) -> None:
     }
     for key, (name, how) in _LAYER.items():
         for i in range(v.num_layers):
-            out[f"{pre}encoder.layers.{i}.{name}"] = _to_hf(tower["layers"][key][i], how)
+            out[f"{pre}encoder.layers.{i}.{name}"] = to_hf_layout(tower["layers"][key][i], how)
     save_file(
         {k: np.ascontiguousarray(x) for k, x in out.items()},
         path / "model.safetensors",
