@@ -91,6 +91,13 @@ def classic_probabilities(params, model_cfg):
     return rm_classic.probabilities(params, model_cfg, CharTokenizer(), texts, 92)
 
 
+def score_responses(cfg: RewardConfig):
+    """The reward step on RESPONSES as 2 groups of 2 (no repeats, length 3 each)."""
+    lengths, repeated = np.full((2, 2), 3), np.zeros((2, 2), bool)
+    verifier = make_verifier(cfg)
+    return score(RESPONSES, REFS, lengths, repeated, cfg, 0, questions=QUESTIONS, verifier=verifier)
+
+
 SMALL = ModelConfig(
     vocab_size=128,
     hidden_size=32,
@@ -122,16 +129,7 @@ def test_reward_kind_scores_through_a_saved_rm(small_rms, kind):
     cfg = RewardConfig(
         kind=kind, rm_dir=str(rm_dir), rm_batch=8, repeat_penalty=0.0, rm_max_check=16
     )
-    rewards, correct, stats = score(
-        RESPONSES,
-        REFS,
-        np.full((2, 2), 3),
-        np.zeros((2, 2), bool),
-        cfg,
-        0,
-        questions=QUESTIONS,
-        verifier=make_verifier(cfg),
-    )
+    rewards, correct, stats = score_responses(cfg)
     if kind == "classic_rm":  # the restored RM gives the saved params' probabilities
         want = classic_probabilities({"decoder": decoder, "head": head}, SMALL)
         np.testing.assert_allclose(rewards.reshape(-1), want, rtol=1e-5)
@@ -150,17 +148,7 @@ def test_reward_kind_scores_through_a_saved_rm(small_rms, kind):
 @pytest.mark.parametrize("kind", ["classic_rm", "cot_rm"])
 def test_reward_kind_scores_through_the_trained_rm(rm_run, kind):
     cfg = RewardConfig(kind=kind, rm_dir=str(rm_run / "rm"), rm_batch=8, repeat_penalty=0.0)
-    verifier = make_verifier(cfg)
-    rewards, correct, stats = score(
-        RESPONSES,
-        REFS,
-        np.full((2, 2), 3),
-        np.zeros((2, 2), bool),
-        cfg,
-        0,
-        questions=QUESTIONS,
-        verifier=verifier,
-    )
+    rewards, correct, stats = score_responses(cfg)
     assert rewards.shape == (2, 2) and set(np.unique(correct)) <= {0.0, 1.0}
     assert np.all((rewards >= 0) & (rewards <= 1))
     if kind == "cot_rm":  # no penalties here: the reward is the CoT RM's verdict

@@ -158,25 +158,27 @@ def _draw_unique(band: str, count: int, rng: np.random.Generator, want_eval: boo
     """Up to `count` distinct tasks of one side of the split, in a seeded random order."""
     _, n_a, _, n_b = _band_space(band)
     size = n_a * n_b
-    out, seen = [], set()
-    if size <= _ENUMERATE_BELOW:
-        for k in rng.permutation(size):
-            t = _task_at(band, int(k))
-            if is_eval_prompt(t.prompt, frac) == want_eval:
-                out.append(t)
-                if len(out) == count:
-                    break
-        return out
-    while len(out) < count:
-        for k in rng.integers(0, size, size=4 * count):
-            if int(k) in seen:
-                continue
-            seen.add(int(k))
-            t = _task_at(band, int(k))
-            if is_eval_prompt(t.prompt, frac) == want_eval:
-                out.append(t)
-                if len(out) == count:
-                    break
+
+    def indices():  # distinct candidates, drawn batch by batch as the loop below asks
+        if size <= _ENUMERATE_BELOW:
+            yield from (int(k) for k in rng.permutation(size))
+            return
+        if count < 1:
+            return
+        seen = set()
+        while True:
+            for k in rng.integers(0, size, size=4 * count):
+                if int(k) not in seen:
+                    seen.add(int(k))
+                    yield int(k)
+
+    out = []
+    for k in indices():
+        t = _task_at(band, k)
+        if is_eval_prompt(t.prompt, frac) == want_eval:
+            out.append(t)
+            if len(out) == count:
+                break
     return out
 
 

@@ -44,33 +44,25 @@ def _kind(src, me, causal):
     return jnp.where(src == me, _DIAG, jnp.where(src < me, _FULL, _SKIP)).astype(jnp.int32)
 
 
-def _ring_forward(q, k, v, seg, *, axis_name, n, causal, block_sizes, interpret):
+def _branches(skip, run):
+    """lax.switch branches in `_kind` order; run(k_c, v_c, ks_c, causal) attends one chunk."""
+    return [skip, lambda *kv: run(*kv, True), lambda *kv: run(*kv, False)]
+
+
+def _ring_forward(q, k, v, seg, axis_name, n, causal, block_sizes, interpret):
     """Local chunks q [B, C, H, Dh], k/v [B, C, G, Dh], seg [B, C] or None -> o (fp32), lse."""
     me = lax.axis_index(axis_name)
     perm = [(j, (j + 1) % n) for j in range(n)]
     B, C, H, _ = q.shape
+    kw = dict(window=None, block_sizes=block_sizes, interpret=interpret, out_dtype=jnp.float32)
 
-    def attend(kind_causal):
-        def f(k_c, v_c, ks_c):
-            return flash_forward(
-                q,
-                k_c,
-                v_c,
-                seg,
-                ks_c,
-                causal=kind_causal,
-                window=None,
-                block_sizes=block_sizes,
-                interpret=interpret,
-                out_dtype=jnp.float32,
-            )
-
-        return f
+    def run(k_c, v_c, ks_c, kind_causal):
+        return flash_forward(q, k_c, v_c, seg, ks_c, causal=kind_causal, **kw)
 
     def skip(k_c, v_c, ks_c):
         return jnp.zeros(q.shape, jnp.float32), jnp.full((B, H, C), NEG_LSE, jnp.float32)
 
-    branches = [skip, attend(True), attend(False)]
+    branches = _branches(skip, run)
 
     def accumulate(s, kv, acc):
         o, lse = acc
@@ -91,36 +83,20 @@ def _ring_forward(q, k, v, seg, *, axis_name, n, causal, block_sizes, interpret)
     return accumulate(n - 1, kv, acc)
 
 
-def _ring_backward(q, k, v, seg, o, lse, do, *, axis_name, n, causal, block_sizes, interpret):
+def _ring_backward(q, k, v, seg, o, lse, do, axis_name, n, causal, block_sizes, interpret):
     me = lax.axis_index(axis_name)
     perm = [(j, (j + 1) % n) for j in range(n)]
     delta = row_delta(o, do)
+    kw = dict(window=None, block_sizes=block_sizes, interpret=interpret, out_dtype=jnp.float32)
 
-    def grads(kind_causal):
-        def f(k_c, v_c, ks_c):
-            return flash_backward(
-                q,
-                k_c,
-                v_c,
-                seg,
-                ks_c,
-                lse,
-                do,
-                delta,
-                causal=kind_causal,
-                window=None,
-                block_sizes=block_sizes,
-                interpret=interpret,
-                out_dtype=jnp.float32,
-            )
-
-        return f
+    def run(k_c, v_c, ks_c, kind_causal):
+        return flash_backward(q, k_c, v_c, seg, ks_c, lse, do, delta, causal=kind_causal, **kw)
 
     def skip(k_c, v_c, ks_c):
         z = lambda x: jnp.zeros(x.shape, jnp.float32)
         return z(q), z(k_c), z(v_c)
 
-    branches = [skip, grads(True), grads(False)]
+    branches = _branches(skip, run)
 
     def accumulate(s, kv, dkv, dq):
         dq_b, dk_b, dv_b = lax.switch(_kind((me - s) % n, me, causal), branches, *kv)
@@ -142,52 +118,19 @@ def _ring_backward(q, k, v, seg, o, lse, do, *, axis_name, n, causal, block_size
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
 def _ring(q, k, v, seg, axis_name, n, causal, block_sizes, interpret):
-    o, _ = _ring_forward(
-        q,
-        k,
-        v,
-        seg,
-        axis_name=axis_name,
-        n=n,
-        causal=causal,
-        block_sizes=block_sizes,
-        interpret=interpret,
-    )
-    return o.astype(q.dtype)
+    return _ring_fwd(q, k, v, seg, axis_name, n, causal, block_sizes, interpret)[0]
 
 
-def _ring_fwd(q, k, v, seg, axis_name, n, causal, block_sizes, interpret):
-    o, lse = _ring_forward(
-        q,
-        k,
-        v,
-        seg,
-        axis_name=axis_name,
-        n=n,
-        causal=causal,
-        block_sizes=block_sizes,
-        interpret=interpret,
-    )
+def _ring_fwd(q, k, v, seg, *statics):
+    """statics: (axis_name, n, causal, block_sizes, interpret), `_ring`'s static arguments."""
+    o, lse = _ring_forward(q, k, v, seg, *statics)
     o = o.astype(q.dtype)
     return o, (q, k, v, seg, o, lse)
 
 
-def _ring_bwd(axis_name, n, causal, block_sizes, interpret, res, do):
-    q, k, v, seg, o, lse = res
-    dq, dk, dv = _ring_backward(
-        q,
-        k,
-        v,
-        seg,
-        o,
-        lse,
-        do.astype(q.dtype),
-        axis_name=axis_name,
-        n=n,
-        causal=causal,
-        block_sizes=block_sizes,
-        interpret=interpret,
-    )
+def _ring_bwd(*args):
+    *statics, (q, k, v, seg, o, lse), do = args
+    dq, dk, dv = _ring_backward(q, k, v, seg, o, lse, do.astype(q.dtype), *statics)
     return dq, dk, dv, None
 
 

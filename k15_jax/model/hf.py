@@ -28,15 +28,19 @@ _ST_DTYPES = {
     "BOOL": np.bool_,
 }
 
-# params leaf -> (HF name within a layer, how the HF matrix maps to ours)
-_LAYER_NAMES = {
-    "attn_norm": ("input_layernorm.weight", "copy"),
+# HF's attention projections, named alike in the decoders and in SigLIP's tower
+QKV_HF_NAMES = {
     "wq": ("self_attn.q_proj.weight", "in_heads"),
     "wk": ("self_attn.k_proj.weight", "in_heads"),
     "wv": ("self_attn.v_proj.weight", "in_heads"),
     "bq": ("self_attn.q_proj.bias", "bias_heads"),
     "bk": ("self_attn.k_proj.bias", "bias_heads"),
     "bv": ("self_attn.v_proj.bias", "bias_heads"),
+}
+# params leaf -> (HF name within a layer, how the HF matrix maps to ours)
+_LAYER_NAMES = {
+    "attn_norm": ("input_layernorm.weight", "copy"),
+    **QKV_HF_NAMES,
     "wo": ("self_attn.o_proj.weight", "out_heads"),
     "mlp_norm": ("post_attention_layernorm.weight", "copy"),
     "w_gate": ("mlp.gate_proj.weight", "transpose"),
