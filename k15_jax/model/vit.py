@@ -32,6 +32,9 @@ def _vit_block(v: VisionConfig, x: jax.Array, layer: dict) -> jax.Array:
     q = jnp.einsum("npe,ehk->nphk", h, layer["wq"].astype(h.dtype)) + layer["bq"].astype(h.dtype)
     k = jnp.einsum("npe,ehk->nphk", h, layer["wk"].astype(h.dtype)) + layer["bk"].astype(h.dtype)
     w = jnp.einsum("npe,ehk->nphk", h, layer["wv"].astype(h.dtype)) + layer["bv"].astype(h.dtype)
+    # Unmasked bidirectional attention, kept apart from the decoder's masked reference
+    # (kernels/reference.py): same values, but not the same ops, and the tower's numerics
+    # are those checked against transformers' SigLIP.
     scale = q.shape[-1] ** -0.5
     scores = jnp.einsum("nqhk,nshk->nhqs", q, k, preferred_element_type=jnp.float32) * scale
     probs = jax.nn.softmax(scores, axis=-1).astype(w.dtype)
