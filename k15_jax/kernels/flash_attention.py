@@ -16,6 +16,10 @@ of full and packed sequences cost about the sum of their squares. Blocks visible
 
 Fully masked rows return o = 0, lse = NEG_LSE (finite), and zero gradients.
 
+This module: the custom_vjp and the jitted, checked entry points. The kernels are in
+flash_forward.py and flash_backward.py, the tiling in flash_plan.py, the plain-jnp
+reference they are tested against in reference.py.
+
 Shapes: B batch, T tokens, H query heads, G kv heads (G divides H), Dh head dim.
 Used by the model's attention (k1.5 report, sections 2.6.2 and 3.3: long-context RL).
 """
@@ -30,23 +34,16 @@ from k15_jax.kernels.flash_backward import flash_backward, row_delta
 from k15_jax.kernels.flash_forward import flash_forward
 from k15_jax.kernels.flash_plan import FlashBlockSizes, resolve_interpret
 
-# ----------------------------------------------------------------------------- custom vjp
+
+def _options(mask, opts) -> dict:
+    """The kernels' static keywords from mask = (causal, window), opts = (block_sizes,
+    interpret)."""
+    return dict(causal=mask[0], window=mask[1], block_sizes=opts[0], interpret=opts[1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _flash(q, k, v, q_seg, k_seg, mask, opts):
-    """mask = (causal, window); opts = (block_sizes, interpret): static."""
-    return flash_forward(
-        q,
-        k,
-        v,
-        q_seg,
-        k_seg,
-        causal=mask[0],
-        window=mask[1],
-        block_sizes=opts[0],
-        interpret=opts[1],
-    )
+    return flash_forward(q, k, v, q_seg, k_seg, **_options(mask, opts))
 
 
 def _flash_fwd(q, k, v, q_seg, k_seg, mask, opts):
@@ -58,20 +55,8 @@ def _flash_bwd(mask, opts, res, cotangents):
     q, k, v, q_seg, k_seg, o, lse = res
     do, dlse = cotangents
     delta = row_delta(o, do, dlse)
-    dq, dk, dv = flash_backward(
-        q,
-        k,
-        v,
-        q_seg,
-        k_seg,
-        lse,
-        do.astype(q.dtype),
-        delta,
-        causal=mask[0],
-        window=mask[1],
-        block_sizes=opts[0],
-        interpret=opts[1],
-    )
+    do = do.astype(q.dtype)
+    dq, dk, dv = flash_backward(q, k, v, q_seg, k_seg, lse, do, delta, **_options(mask, opts))
     return dq, dk, dv, None, None
 
 
