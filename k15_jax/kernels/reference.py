@@ -16,7 +16,8 @@ direction; nothing here imports the model.
 Numerics are the model path's, op for op (its results must not move): the dots take the
 inputs' dtype and accumulate in fp32, scores and softmax are fp32, probabilities are cast to
 v's dtype for the second dot. Tests wanting an fp32 oracle upcast the inputs and pass
-precision="highest" (None keeps the backend default, e.g. TF32 on GPUs).
+precision="highest" (None keeps the backend's default, which on accelerators may round
+fp32 dot inputs, e.g. to TF32).
 
 Masked scores are MASK_VALUE (finite), so fully masked rows give o = 0 and lse = NEG_LSE
 rather than NaN, as the kernels do.
