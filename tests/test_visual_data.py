@@ -11,11 +11,11 @@ from k15_jax.data.images import image_patches, patchify, to_array
 from k15_jax.data.mathvista import load_mathvista
 from k15_jax.data.synthetic import SyntheticConfig, SyntheticSuite, is_eval_prompt
 from k15_jax.data.templates import template
-from k15_jax.data.visual import _GLYPHS, VisualConfig, VisualSuite, render
+from k15_jax.data.visual import GLYPHS, VisualConfig, VisualSuite, render
 from k15_jax.model.config import VisionConfig
 from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.rewards.math import score_math
-from k15_jax.train.vision import VisionData, image_twin, modality
+from k15_jax.train.vision.data import VisionData, image_twin, modality
 
 
 def _read_digits(img: Image.Image) -> list[str]:
@@ -35,7 +35,7 @@ def _read_digits(img: Image.Image) -> list[str]:
         while x <= cols[-1]:
             cell = line[:, x : x + 6][:, ::2][::2]  # 10x6 px -> 5x3 dots
             bits = tuple("".join("1" if v else "0" for v in r) for r in cell)
-            match = [ch for ch, g in _GLYPHS.items() if g == bits]
+            match = [ch for ch, g in GLYPHS.items() if g == bits]
             assert len(match) == 1, bits
             text += match[0]
             x += 8
@@ -128,7 +128,7 @@ def test_prompt_ids_put_one_placeholder_per_patch():
 
 def _run_cfg(**mathvista):
     from k15_jax.data.mathvista import MathVistaConfig
-    from k15_jax.train.vision_config import VisionRunConfig
+    from k15_jax.train.vision.config import VisionRunConfig
 
     return VisionRunConfig(enabled=True, mathvista=MathVistaConfig(**mathvista))
 

@@ -62,7 +62,7 @@ _COLOURS = {
     "orange": (240, 150, 20),
 }
 # 3x5 glyphs, rows top to bottom
-_GLYPHS = {
+GLYPHS = {
     "0": ("111", "101", "101", "101", "111"),
     "1": ("010", "110", "010", "010", "111"),
     "2": ("111", "001", "111", "100", "111"),
@@ -178,7 +178,7 @@ def _draw_text(draw: ImageDraw.ImageDraw, lines: list[str], size: int) -> None:
     for li, text in enumerate(lines):
         x = size - 2 * s - pitch * len(text)
         for ch in text:
-            for row, bits in enumerate(_GLYPHS[ch]):
+            for row, bits in enumerate(GLYPHS[ch]):
                 for col, bit in enumerate(bits):
                     if bit == "1":
                         y0, x0 = top + li * line_h + row * s, x + col * s

@@ -33,6 +33,10 @@ class RewardConfig:
     length_penalty_warmup: int = 0  # iterations before the length penalty starts
     repeat_penalty: float = 0.5
     timeout_s: float = 5.0
+    # code tasks: "start" runs the sandbox service for the run (bubblewrap), or the URL of
+    # a running one (python -m k15_jax.sandbox serve); sandbox_workers programs at once
+    sandbox: str = "start"
+    sandbox_workers: int = 4
 
 
 # A verifier: (questions, responses, references) -> (v [N] float32 in [0, 1], stats).
@@ -153,6 +157,9 @@ def score(
         "reward/len_reward_mean": float(len_reward.mean()),
         "reward/repeat_frac": float(repeated.mean()),
     }
+    if "code_rows" in stats:  # code tasks judged by the sandbox (rewards/routing.py)
+        out["reward/code_rows"] = float(stats["code_rows"])
+        out["reward/code_timeouts"] = float(stats["code_timeouts"])
     if cfg.kind != "rule":  # how often the reward model agrees with the rule verifier
         rule, _ = score_math(responses, references, timeout_s=cfg.timeout_s)
         rule = rule.reshape(B, K)

@@ -3,37 +3,17 @@
 The params at the start of the iteration are pi_theta_i: `reference_logprobs` recomputes
 the sampled tokens' log-probs under them (the trainer's numerics; the engine's own log-probs
 are compared to them as a metric). The optimizer state is created fresh for every
-iteration unless `reset_optimizer` is off.
+iteration (the report resets it; `iteration.update` calls `optimizer.init` each time).
 """
 
-import dataclasses
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from k15_jax.model.config import ModelConfig
-from k15_jax.model.logprobs import token_logprobs
-from k15_jax.rl.losses import LOSSES, LossConfig, loss_options
-from k15_jax.train.sft import split_micro
-
-
-@dataclasses.dataclass
-class AlgoConfig:
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    lr: float = 2e-4
-    updates_per_iteration: int = 4
-    reset_optimizer: bool = True
-    max_grad_norm: float = 1.0
-    skip_zero_advantage: bool = True  # drop groups whose K rewards are all equal
-    exclude_old_segments: bool = True  # partial rollouts: loss only on this iteration's tokens
-    trainer_ref_logp: bool = True  # False: use the engine's sampling log-probs as ref_logp
-    microbatches: int = 1  # gradient accumulation: sequences split into this many passes
-
-
-def make_optimizer(cfg: AlgoConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
+from k15_jax.model.logprobs import accumulated_grads, token_logprobs
+from k15_jax.rl.config import AlgoConfig
+from k15_jax.rl.losses import LOSSES, loss_options
 
 
 def loss_mask(response_mask, version, rewards, iteration: int, cfg: AlgoConfig) -> np.ndarray:
@@ -56,48 +36,18 @@ def make_reference_logprobs(model_cfg: ModelConfig):
     )
 
 
-def accumulated_grads(
-    params, model_cfg: ModelConfig, loss_of_logp, tokens, microbatches: int, images=None
-):
-    """Loss and gradient by the chain rule through per-micro-batch log-probs, for any loss.
-
-        logp   = token_logprobs(params, tokens)            m passes of N/m rows, no grad
-        g      = d loss(logp) / d logp                     [N, T], on the whole batch
-        grad   = sum_j vjp(token_logprobs on micro j)(g_j)  m passes, one micro-batch each
-
-    Exact for every loss (group baselines and normalisers see the whole batch), at the cost
-    of one extra forward pass; the activations held at once are those of N/m sequences.
-    loss_of_logp: logp [N, T] -> (loss, metrics). images [N, M, P, C] are split with the
-    rows. Returns ((loss, metrics), grads).
-    """
-    micro = split_micro(tokens, microbatches)  # [m, N/m, T]
-    micro_img = None if images is None else split_micro(images, microbatches)
-    lp = lambda p, tok, img: token_logprobs(p, model_cfg, tok, images=img)
-    logp = jax.lax.map(lambda xs: lp(params, *xs), (micro, micro_img))
-    logp = logp.swapaxes(0, 1).reshape(tokens.shape)  # undo the interleaving
-    (loss, metrics), g = jax.value_and_grad(loss_of_logp, has_aux=True)(logp)
-
-    def body(acc, xs):
-        tok, img, g_j = xs
-        _, vjp = jax.vjp(lambda p: lp(p, tok, img), params)
-        return jax.tree.map(jnp.add, acc, vjp(g_j)[0]), None
-
-    zero = jax.tree.map(jnp.zeros_like, params)
-    grads, _ = jax.lax.scan(body, zero, (micro, micro_img, split_micro(g, microbatches)))
-    return (loss, metrics), grads
-
-
 def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
     """Jitted (params, opt_state, tokens, ref_logp, rewards, mask[, images]) -> (params,
     opt_state, m).
 
     tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]; images [N, M, P, C]
     (model.vision; None for text) as the rollout's prefill saw them. Runs M steps in a scan;
-    cfg.microbatches > 1 accumulates each step's gradient (`accumulated_grads`).
+    cfg.microbatches > 1 accumulates each step's gradient (`model.logprobs.accumulated_grads`).
     """
     loss_fn = LOSSES[cfg.loss.name]
     options = loss_options(cfg.loss)
-    optimizer = make_optimizer(cfg)
+    # Adam with fresh moments every iteration (sec. 2.3.2: the optimizer state is reset)
+    optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
 
     def loss_of_logp(logp, ref_logp, rewards, mask):
         shape = (*rewards.shape, logp.shape[1])  # [B, K, T]
@@ -116,11 +66,10 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
             )
         return accumulated_grads(
             params,
-            model_cfg,
+            lambda p, tok, img: token_logprobs(p, model_cfg, tok, images=img),
             lambda lp: loss_of_logp(lp, ref_logp, rewards, mask),
-            tokens,
+            (tokens, images),
             cfg.microbatches,
-            images,
         )
 
     @jax.jit

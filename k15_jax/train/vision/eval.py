@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 
 from k15_jax.data.visual import parse_visual_band
-from k15_jax.train.evaluate import decode_and_score
-from k15_jax.train.vision import modality
+from k15_jax.eval.heldout import decode_and_score
+from k15_jax.train.vision.data import modality
 
 
 def evaluate_vision(engine, setup, per_band: int) -> dict[str, tuple[float, float]]:
     """{key: (accuracy, mean response tokens)} for keys: each band; "modality/text" and
     "modality/image"; "agree/imgadd<n>" (share of add<n> problems solved in both
     modalities or in neither; its second value is the text accuracy on those problems)."""
-    vd, tok = setup.vision, setup.tokenizer
+    vd, tok = setup.prompts.data, setup.tokenizer
     limit = engine.cfg.max_prompt_len
     items, too_long = [], 0
     for task, band in vd.eval_items(per_band, setup.suite.bands):
@@ -61,7 +61,7 @@ def vision_summary(setup, start: dict, end: dict) -> dict:
         return {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("modality/")}
 
     side = {}
-    for band in setup.vision.suite.bands:
+    for band in setup.prompts.data.suite.bands:
         kind, n = parse_visual_band(band)
         if kind == "imgadd":
             side[band] = {
@@ -75,7 +75,7 @@ def vision_summary(setup, start: dict, end: dict) -> dict:
     return {
         "eval_accuracy_by_modality": {"start": modalities(start), "end": modalities(end)},
         "text_vs_image": side,
-        "mathvista": setup.vision.mathvista_stats or None,
+        "mathvista": setup.prompts.data.mathvista_stats or None,
     }
 
 

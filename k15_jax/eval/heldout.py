@@ -3,14 +3,17 @@
 import jax
 import numpy as np
 
-from k15_jax.data.templates import render, response_text
+from k15_jax.data.templates import render
 from k15_jax.rewards.math import score_math
 from k15_jax.rollout import driver
 from k15_jax.rollout.buffer import RolloutBuffer
+from k15_jax.rollout.texts import request_rows, response_texts
 
 
 def heldout(setup, per_band: int) -> list[tuple[str, str, str]]:
-    """(prompt text given to the model, reference, band) for every held-out problem."""
+    """(prompt text given to the model, reference, band) for every held-out problem.
+
+    setup: anything with `suite` and `template` (a train Setup or a prompt source)."""
     out = []
     for band in setup.suite.bands:
         for t in setup.suite.eval_tasks(band)[:per_band]:
@@ -24,29 +27,21 @@ def decode_and_score(engine, setup, prompts, references, images=None):
     Returns (correct [N] float64, response tokens [N] float64), in the order of `prompts`.
     images: {f"eval{i}": patches} for the image prompts of a vision run.
     """
-    requests = [(f"eval{i}", ids) for i, ids in enumerate(prompts)]
+    ids = [f"eval{i}" for i in range(len(prompts))]
     rollouts, group_ids, _, _ = driver.collect(
         engine,
-        requests,
+        list(zip(ids, prompts)),
         k=1,
         iteration=0,
         key=jax.random.key(0),
         buffer=RolloutBuffer(),
         images=images,
     )
-    order = {g: n for n, g in enumerate(group_ids)}
-    tokens, plen, length = (
-        np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
-    )
-    rows = [order[f"eval{i}"] for i in range(len(prompts))]
-    texts = [
-        response_text(
-            setup.template, setup.tokenizer.decode(tokens[n, plen[n] : plen[n] + length[n]])
-        )
-        for n in rows
-    ]
+    rows = request_rows(group_ids, ids, 1)
+    texts = response_texts(rollouts, rows, setup.tokenizer, setup.template)
     correct, _ = score_math(texts, list(references))
-    return np.asarray(correct, np.float64), np.asarray([length[n] for n in rows], np.float64)
+    length = np.asarray(rollouts.length)[rows]
+    return np.asarray(correct, np.float64), length.astype(np.float64)
 
 
 def evaluate(engine, setup, per_band: int) -> dict[str, tuple[float, float]]:

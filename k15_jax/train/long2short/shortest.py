@@ -4,9 +4,9 @@ shortest correct one, and fine-tune on those. Letters: B prompts, K samples per 
 import numpy as np
 
 from k15_jax.rollout.handover import handover
-from k15_jax.train.finetune import finetune
-from k15_jax.train.logging import log
-from k15_jax.train.samples import Groups, sample_groups, training_prompts
+from k15_jax.train.long2short.samples import Groups, sample_groups, training_prompts
+from k15_jax.train.metrics import log
+from k15_jax.train.sft import finetune
 
 
 def shortest_correct(lengths, correct) -> tuple[np.ndarray, np.ndarray]:

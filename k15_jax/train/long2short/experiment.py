@@ -8,8 +8,9 @@ the held-out split with the main job's settings (rollout.max_new_tokens included
 exported to `<run_dir>/long2short/<method>/hf`; results.json, long2short.md and
 long2short.png go to `<run_dir>/long2short`.
 
-Two entry points: `loop.main` hands over its final params when `long2short.enabled` (the
-`+exp=long2short` preset), and `main` starts from a HF checkpoint (`long2short.policy`).
+Entry point `main(cfg)` (trainer.job=long2short, routed by experiments/run.py): the policy
+is the HF checkpoint `long2short.policy`; without one, experiments/run.py first runs the
+RL job and passes its `final/hf`.
 """
 
 import dataclasses
@@ -19,26 +20,25 @@ import time
 import jax
 from omegaconf import OmegaConf
 
+from k15_jax.eval.heldout import evaluate
 from k15_jax.model.hf import export_hf, load_hf
 from k15_jax.model.params import abstract_params
-from k15_jax.rollout.engine import make_engine
 from k15_jax.rollout.handover import handover
-from k15_jax.train import loop
-from k15_jax.train.dpo import dpo_stage
-from k15_jax.train.evaluate import evaluate
-from k15_jax.train.finetune import finetune
-from k15_jax.train.logging import MetricsWriter, log, setup_logging
-from k15_jax.train.long2short_config import check, plan
-from k15_jax.train.long2short_report import write_report
-from k15_jax.train.long2short_rl import long2short_rl
-from k15_jax.train.merge import merge_params
-from k15_jax.train.short_cot import short_examples
-from k15_jax.train.shortest import shortest_rejection_sampling
+from k15_jax.train.long2short.config import plan
+from k15_jax.train.long2short.dpo import dpo_stage
+from k15_jax.train.long2short.merge import merge_params
+from k15_jax.train.long2short.report import write_report
+from k15_jax.train.long2short.rl import long2short_rl
+from k15_jax.train.long2short.short_cot import short_examples
+from k15_jax.train.long2short.shortest import shortest_rejection_sampling
+from k15_jax.train.metrics import MetricsWriter, log, setup_logging
+from k15_jax.train.setup import Setup, build
+from k15_jax.train.sft import finetune
 
 
 @dataclasses.dataclass
 class Context:
-    setup: object  # loop.Setup of the main job
+    setup: Setup  # of the main job's config
     sampler: object  # engine sampling with the main job's rollout options
     writer: MetricsWriter
 
@@ -86,21 +86,12 @@ STAGES = {"short": _short, "merge": _merge, "merge_rs": _merge_rs, "dpo": _dpo, 
 def run(s, long_params) -> dict:
     """Runs the experiment on the long-CoT params; returns {method: result}."""
     c = s.cfg.long2short
-    check(c, s.cfg.rollout.max_new_tokens)
     out = s.run_dir / "long2short"
     out.mkdir(parents=True, exist_ok=True)
     writer = MetricsWriter(out)
     writer.truncate(0)  # a re-run starts the experiment over
-    rollout_cfg = dataclasses.replace(OmegaConf.to_object(s.cfg.rollout), partial=False)
-    engine = lambda **kw: make_engine(
-        s.model,
-        dataclasses.replace(rollout_cfg, **kw),
-        eos_id=s.tokenizer.eos_id,
-        pad_id=s.tokenizer.pad_id,
-        mesh=s.mesh,
-    )
-    ctx = Context(s, engine(), writer)
-    greedy = engine(greedy=True)
+    ctx = Context(s, s.engine(partial=False), writer)
+    greedy = s.engine(partial=False, greedy=True)
     per_band = c.eval_per_band or s.cfg.trainer.eval_per_band
     policies, results = {"long": long_params}, {}
     for name in plan(c):
@@ -153,10 +144,10 @@ def main(cfg):
     if not c.policy:
         raise ValueError(
             "long2short.policy is not set; point it at a long-CoT HF checkpoint, e.g. "
-            "long2short.policy=runs/curriculum-seed0/final/hf (or run "
-            "`python -m experiments.run +exp=long2short` to train one first)"
+            "long2short.policy=runs/curriculum-seed0/final/hf (experiments.run with "
+            "+exp=long2short and no long2short.policy trains one first)"
         )
-    s = loop.build(cfg)
+    s = build(cfg)
     (s.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     _, params = load_hf(c.policy, shardings=s.train_shardings)
     want = jax.tree.map(lambda x: x.shape, abstract_params(s.model))

@@ -38,3 +38,17 @@ class RewardModelsConfig:
     # copies, weigh 1). Weight alone did not teach the one-token comparison (see
     # docs/reward_models.md); the place-by-place marks did. Not ablated with the marks.
     cot_decision_weight: float = 8.0
+
+
+def check(cfg) -> None:
+    """Fails naming the keys when the RM experiment's options cannot work."""
+    r, c = cfg.reward, cfg.reward_models
+    if r.rm_max_input + r.rm_max_check > c.cot.row_len:
+        raise ValueError(
+            f"reward.rm_max_input + reward.rm_max_check = {r.rm_max_input + r.rm_max_check} "
+            f"exceeds reward_models.cot.row_len={c.cot.row_len}; raise the row length"
+        )
+    if r.rm_max_input + r.rm_max_check > cfg.model.max_position_embeddings:
+        raise ValueError(
+            "reward.rm_max_input + reward.rm_max_check exceeds model.max_position_embeddings"
+        )

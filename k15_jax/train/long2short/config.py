@@ -26,7 +26,7 @@ METHODS = ("long", "short", "merge", "merge_rs", "dpo", "rl")  # in the order th
 
 @dataclasses.dataclass
 class ShortConfig:
-    """The short-CoT model: `format` names a SHORT_FORMATS entry (train/short_cot.py)."""
+    """The short-CoT model: `format` names a SHORT_FORMATS entry (long2short/short_cot.py)."""
 
     format: str = "nocarry"
     sft: SFTConfig = dataclasses.field(
@@ -74,13 +74,12 @@ class RLConfig:
 
 @dataclasses.dataclass
 class Long2ShortRunConfig:
-    """enabled: run the experiment after the main job (experiments.run hands over).
-    policy: a HF checkpoint of the long-CoT policy for `python -m experiments.long2short`
-      (the main job's `<run_dir>/final/hf`); unused after the main job.
+    """Run with trainer.job=long2short (the +exp=long2short preset).
+    policy: a HF checkpoint of the long-CoT policy (a main job's `<run_dir>/final/hf`);
+      None: experiments/run.py runs the RL job first and uses its final/hf.
     methods: the policies to evaluate (the ones they start from are built too).
     eval_per_band: held-out problems per band (None: trainer.eval_per_band)."""
 
-    enabled: bool = False
     policy: str | None = None
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
     alpha: float = 0.5
@@ -133,7 +132,7 @@ def check(c, main_max_new_tokens: int) -> None:
                 f"{stage_method}: one of {list(earlier)}"
             )
     from k15_jax.rl.samplers import SAMPLERS
-    from k15_jax.train.short_cot import short_format
+    from k15_jax.train.long2short.short_cot import short_format
 
     short_format(c.short.format)
     if c.rl.sampler not in SAMPLERS:

@@ -5,10 +5,10 @@ import dataclasses
 
 import numpy as np
 
-from k15_jax.data.templates import render, response_text
 from k15_jax.rewards.math import score_math
 from k15_jax.rollout import driver
 from k15_jax.rollout.buffer import RolloutBuffer
+from k15_jax.rollout.texts import request_rows, response_texts
 from k15_jax.rollout.types import FINISH_EOS
 
 
@@ -51,32 +51,24 @@ def training_prompts(setup, n: int, seed: int) -> list:
 
 def sample_groups(setup, engine, tasks: list, k: int, key) -> Groups:
     """K responses per task from the engine's policy (its sampling options), verified."""
-    tok = setup.tokenizer
-    requests = [
-        (str(i), tok.encode(render(setup.template, t.prompt), bos=True))
-        for i, t in enumerate(tasks)
-    ]
+    ids = [str(i) for i in range(len(tasks))]
+    requests = [(rid, setup.prompts.prompt_ids(t)) for rid, t in zip(ids, tasks)]
     ro, group_ids, _, _ = driver.collect(
         engine, requests, k=k, iteration=0, key=key, buffer=RolloutBuffer()
     )
-    rows = np.concatenate([np.arange(k) + k * group_ids.index(str(i)) for i in range(len(tasks))])
+    rows = request_rows(group_ids, ids, k)
     B = len(tasks)
     tokens = np.asarray(ro.tokens)[rows]
-    mask = np.asarray(ro.response_mask)[rows]
-    length = np.asarray(ro.length)[rows]
-    finish = np.asarray(ro.finish)[rows]
-    texts = [
-        response_text(setup.template, tok.decode(tokens[n][mask[n] > 0])) for n in range(B * k)
-    ]
+    texts = response_texts(ro, rows, setup.tokenizer, setup.template)
     correct, _ = score_math(texts, [t.reference for t in tasks for _ in range(k)])
     T = tokens.shape[-1]
     return Groups(
         tasks=list(tasks),
         prompts=[list(p) for _, p in requests],
         tokens=tokens.reshape(B, k, T),
-        response_mask=mask.reshape(B, k, T),
-        length=length.reshape(B, k),
-        finish=finish.reshape(B, k),
+        response_mask=np.asarray(ro.response_mask)[rows].reshape(B, k, T),
+        length=np.asarray(ro.length)[rows].reshape(B, k),
+        finish=np.asarray(ro.finish)[rows].reshape(B, k),
         correct=np.asarray(correct).reshape(B, k) > 0,
         texts=[texts[b * k : (b + 1) * k] for b in range(B)],
     )

@@ -1,15 +1,17 @@
 """long2short RL (report sec. 2.4): a second RL phase from a chosen checkpoint, with the
 length penalty on from the first iteration and a much smaller maximum rollout length.
 
-It is the main job's RL iteration (`loop.rl_iteration`) run under a derived config; the
-policy is evaluated with the main job's evaluation settings afterwards.
+It is the main job's RL iteration (`train.iteration.rl_iteration`) run under a derived
+config; the policy is evaluated with the main job's evaluation settings afterwards.
 """
+
+import dataclasses
 
 from omegaconf import OmegaConf
 
 from k15_jax.rl import samplers
-from k15_jax.train import loop
-from k15_jax.train.logging import progress
+from k15_jax.train.iteration import make_fns, rl_iteration
+from k15_jax.train.metrics import progress
 from k15_jax.train.state import RunState
 
 
@@ -35,13 +37,13 @@ def long2short_rl(setup, params, writer=None, phase: str = "l2s/rl"):
     """cfg.long2short.rl.iterations RL iterations from `params`. Returns (params, stats):
     stats hold the phase's config (`reward`, `max_new_tokens`) and the last metrics."""
     cfg = phase_config(setup.cfg)
-    s = loop.Setup(**{**vars(setup), "cfg": cfg, "eval_engine": None})
-    engine, fns = loop.rl_machinery(s, params)
+    s = dataclasses.replace(setup, cfg=cfg)
+    engine, fns = s.engine(params), make_fns(s)
     state = RunState(phase="rl", sampler=samplers.init_state(len(s.pool)))
     bar = progress(cfg.trainer.iterations, phase)
     m = {}
     while state.iteration < cfg.trainer.iterations:
-        params, engine, m = loop.rl_iteration(s, engine, params, state, fns)
+        params, engine, m = rl_iteration(s, engine, params, state, fns)
         if writer is not None:
             writer.write(
                 {

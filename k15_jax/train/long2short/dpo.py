@@ -18,8 +18,8 @@ from k15_jax.model.logprobs import token_logprobs
 from k15_jax.rl.long2short import Long2ShortPairs, dpo_loss, gather_pair_logps, long2short_pairs
 from k15_jax.rollout.handover import handover
 from k15_jax.sharding import replicate_scalars
-from k15_jax.train.logging import log, progress
-from k15_jax.train.samples import Groups, sample_groups, training_prompts
+from k15_jax.train.long2short.samples import Groups, sample_groups, training_prompts
+from k15_jax.train.metrics import log, progress
 
 
 def pair_rows(groups: Groups, length_ratio: float):

@@ -24,39 +24,25 @@ import jax
 import numpy as np
 from omegaconf import OmegaConf
 
-from k15_jax.data.templates import render, response_text
 from k15_jax.model.params import abstract_params, init_params
 from k15_jax.rewards import rm_classic, rm_cot, rm_store
 from k15_jax.rewards.rm_data import balance, build_pairs, cot_target, rm_input
 from k15_jax.rollout import driver
 from k15_jax.rollout.buffer import RolloutBuffer
-from k15_jax.rollout.engine import make_engine
-from k15_jax.train import loop, sft
-from k15_jax.train.finetune import finetune
-from k15_jax.train.logging import MetricsWriter, log, progress, setup_logging
+from k15_jax.rollout.texts import request_rows, response_texts
+from k15_jax.train import sft
+from k15_jax.train.metrics import MetricsWriter, log, progress, setup_logging
+from k15_jax.train.setup import Setup, build
+from k15_jax.train.sft import finetune
 from k15_jax.train.state import Checkpoints, RunState
 
 REPORT_ACCURACY = {"classic_rm": 0.844, "cot_rm": 0.985}  # k1.5 report, sec. 2.3.5
 
 
-def check(cfg) -> None:
-    """Fails naming the keys when the RM experiment's options cannot work."""
-    r, c = cfg.reward, cfg.reward_models
-    if r.rm_max_input + r.rm_max_check > c.cot.row_len:
-        raise ValueError(
-            f"reward.rm_max_input + reward.rm_max_check = {r.rm_max_input + r.rm_max_check} "
-            f"exceeds reward_models.cot.row_len={c.cot.row_len}; raise the row length"
-        )
-    if r.rm_max_input + r.rm_max_check > cfg.model.max_position_embeddings:
-        raise ValueError(
-            "reward.rm_max_input + reward.rm_max_check exceeds model.max_position_embeddings"
-        )
-
-
 # ----------------------------------------------------------------------------- policy
 
 
-def policy_params(s: loop.Setup, writer) -> dict:
+def policy_params(s: Setup, writer) -> dict:
     """The policy that writes responses: the newest orbax checkpoint of policy_dir (a main
     job's run directory), else of this run (a re-run reuses it), else SFT'd here and saved."""
     c = s.cfg.reward_models
@@ -69,14 +55,14 @@ def policy_params(s: loop.Setup, writer) -> dict:
     params = init_params(s.model, jax.random.key(s.cfg.trainer.seed), s.train_shardings)
     sft_cfg = OmegaConf.to_object(s.cfg.sft)
     params = finetune(
-        s, params, lambda step: loop.sft_examples(s, step), sft_cfg, writer, "rm/policy_sft"
+        s, params, lambda step: sft.warmup_examples(s, step), sft_cfg, writer, "rm/policy_sft"
     )
     own.save({"params": params}, RunState(phase="done", sft_step=sft_cfg.steps))
     own.close()
     return params
 
 
-def _restore_policy(s: loop.Setup, ckpt: Checkpoints, what: str) -> dict:
+def _restore_policy(s: Setup, ckpt: Checkpoints, what: str) -> dict:
     if ckpt.latest() is None:
         raise FileNotFoundError(
             f"reward_models.policy_dir: no orbax checkpoint in {ckpt.directory}; point it at a "
@@ -107,38 +93,17 @@ def _restore_policy(s: loop.Setup, ckpt: Checkpoints, what: str) -> dict:
     return tree["params"]
 
 
-def sample(s: loop.Setup, policy, tasks, k: int, salt: int) -> list[list[str]]:
+def sample(s: Setup, policy, tasks, k: int, salt: int) -> list[list[str]]:
     """k responses per task, sampled at reward_models.temperature (natural mistakes)."""
-    rcfg = dataclasses.replace(
-        OmegaConf.to_object(s.cfg.rollout),
-        partial=False,
-        temperature=s.cfg.reward_models.temperature,
-    )
-    engine = make_engine(
-        s.model,
-        rcfg,
-        eos_id=s.tokenizer.eos_id,
-        pad_id=s.tokenizer.pad_id,
-        mesh=s.mesh,
-        params=policy,
-    )
-    tok = s.tokenizer
-    requests = [
-        (f"t{i}", tok.encode(render(s.template, t.prompt), bos=True)) for i, t in enumerate(tasks)
-    ]
+    engine = s.engine(policy, partial=False, temperature=s.cfg.reward_models.temperature)
+    ids = [f"t{i}" for i in range(len(tasks))]
+    requests = [(rid, s.prompts.prompt_ids(t)) for rid, t in zip(ids, tasks)]
     key = jax.random.fold_in(jax.random.key(s.cfg.trainer.seed), 7000 + salt)
     rollouts, group_ids, _, _ = driver.collect(
         engine, requests, k=k, iteration=0, key=key, buffer=RolloutBuffer()
     )
-    tokens, plen, length = (
-        np.asarray(x) for x in (rollouts.tokens, rollouts.prompt_len, rollouts.length)
-    )
-    out = [[] for _ in tasks]
-    for g, rid in enumerate(group_ids):
-        for n in range(g * k, (g + 1) * k):
-            text = tok.decode(tokens[n, plen[n] : plen[n] + length[n]])
-            out[int(rid[1:])].append(response_text(s.template, text))
-    return out
+    texts = response_texts(rollouts, request_rows(group_ids, ids, k), s.tokenizer, s.template)
+    return [texts[i * k : (i + 1) * k] for i in range(len(tasks))]
 
 
 # ----------------------------------------------------------------------------- training
@@ -148,7 +113,7 @@ def inputs_of(pairs, max_input: int) -> list[str]:
     return [rm_input(p.question, p.reference, p.response, max_input - 1) for p in pairs]
 
 
-def train_classic(s: loop.Setup, policy, pairs, writer) -> dict:
+def train_classic(s: Setup, policy, pairs, writer) -> dict:
     """Decoder (from the policy) + value head, BCE on the labelled pairs."""
     c = OmegaConf.to_object(s.cfg.reward_models.classic)
     L = s.cfg.reward.rm_max_input
@@ -178,7 +143,7 @@ def train_classic(s: loop.Setup, policy, pairs, writer) -> dict:
     return params
 
 
-def train_cot(s: loop.Setup, policy, pairs, writer) -> dict:
+def train_cot(s: Setup, policy, pairs, writer) -> dict:
     """The decoder (from the policy) fine-tuned to write `cot_target` after the input."""
     c = OmegaConf.to_object(s.cfg.reward_models.cot)
     texts = inputs_of(pairs, s.cfg.reward.rm_max_input)
@@ -241,55 +206,46 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main(cfg) -> Path:
-    setup_logging()
-    check(cfg)
-    s = loop.build(cfg)
-    out = s.run_dir / "rm"
-    out.mkdir(exist_ok=True)
-    (s.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    writer = MetricsWriter(s.run_dir)
-    c, L = cfg.reward_models, cfg.reward.rm_max_input
-    times, t0 = {}, time.time()
-
-    policy = policy_params(s, writer)
-    times["policy_s"] = time.time() - t0
+def make_pairs(s: Setup, policy, times: dict) -> tuple[list, list]:
+    """(training pairs, held-out pairs): sampled responses and variants, labelled by the
+    rule verifier and balanced to half correct."""
+    c, L = s.cfg.reward_models, s.cfg.reward.rm_max_input
     bands = s.suite.bands
     train_tasks = [t for b in bands for t in s.suite.train_pool([b])[: c.train_prompts_per_band]]
     eval_tasks = [t for b in bands for t in s.suite.eval_tasks(b)[: c.eval_prompts_per_band]]
     t = time.time()
-    rng = np.random.default_rng([cfg.trainer.seed, 30])
-    train = balance(
-        build_pairs(
-            train_tasks, sample(s, policy, train_tasks, c.samples_per_prompt, 0), rng, L - 1
-        ),
-        rng,
-        c.train_pairs,
-    )
-    held = balance(
-        build_pairs(eval_tasks, sample(s, policy, eval_tasks, c.samples_per_prompt, 1), rng, L - 1),
-        rng,
-        c.eval_pairs,
-    )
+    rng = np.random.default_rng([s.cfg.trainer.seed, 30])
+    train_samples = sample(s, policy, train_tasks, c.samples_per_prompt, 0)
+    train = balance(build_pairs(train_tasks, train_samples, rng, L - 1), rng, c.train_pairs)
+    held_samples = sample(s, policy, eval_tasks, c.samples_per_prompt, 1)
+    held = balance(build_pairs(eval_tasks, held_samples, rng, L - 1), rng, c.eval_pairs)
     times["data_s"] = time.time() - t
     log.info("RM data: %d training pairs, %d held-out pairs (half correct)", len(train), len(held))
+    return train, held
 
+
+def train_both(s: Setup, policy, train, writer, out: Path, times: dict) -> tuple[dict, dict]:
+    """Both RMs trained on `train` and saved under `out` (what reward.rm_dir reads)."""
+    L = s.cfg.reward.rm_max_input
     t = time.time()
     classic = train_classic(s, policy, train, writer)
     rm_store.save(out, "classic_rm", classic, s.model, {"max_input": L})
     times["classic_train_s"] = time.time() - t
     t = time.time()
     cot = train_cot(s, policy, train, writer)
-    rm_store.save(
-        out, "cot_rm", cot, s.model, {"max_input": L, "max_check": cfg.reward.rm_max_check}
-    )
+    meta = {"max_input": L, "max_check": s.cfg.reward.rm_max_check}
+    rm_store.save(out, "cot_rm", cot, s.model, meta)
     times["cot_train_s"] = time.time() - t
+    return classic, cot
 
-    labels = np.array([p.label for p in held], np.float32)
-    texts = inputs_of(held, L)
+
+def judge_held(s: Setup, classic, cot, held, times: dict):
+    """(classic probabilities, CoT verdicts, malformed count, CoT checks) on held-out pairs."""
+    r = s.cfg.reward
+    texts = inputs_of(held, r.rm_max_input)
     t = time.time()
     p_classic = rm_classic.probabilities(
-        classic, s.model, s.tokenizer, texts, L, cfg.reward.rm_batch
+        classic, s.model, s.tokenizer, texts, r.rm_max_input, r.rm_batch
     )
     times["classic_eval_s"] = time.time() - t
     t = time.time()
@@ -297,13 +253,19 @@ def main(cfg) -> Path:
         s.model,
         cot,
         s.tokenizer,
-        max_input_tokens=L,
-        max_new_tokens=cfg.reward.rm_max_check,
-        slots=cfg.reward.rm_batch,
+        max_input_tokens=r.rm_max_input,
+        max_new_tokens=r.rm_max_check,
+        slots=r.rm_batch,
         mesh=s.mesh,
     )
     v_cot, malformed, checks = rm_cot.judge_scores(judge, texts)
     times["cot_eval_s"] = time.time() - t
+    return p_classic, v_cot, malformed, checks
+
+
+def compare(held, p_classic, v_cot, malformed: int, n_train: int) -> dict:
+    """results.json: each RM's classification of the held-out pairs beside the report's."""
+    labels = np.array([p.label for p in held], np.float32)
     pred = {"classic_rm": p_classic >= 0.5, "cot_rm": v_cot >= 0.5}
     results = {
         k: {
@@ -315,40 +277,52 @@ def main(cfg) -> Path:
     }
     results["cot_rm"]["malformed"] = malformed
     results["data"] = {
-        "train_pairs": len(train),
+        "train_pairs": n_train,
         "eval_pairs": len(held),
         "eval_kinds": {k: sum(p.kind == k for p in held) for k in sorted({p.kind for p in held})},
     }
-    times["total_s"] = time.time() - t0
-    results["times_s"] = {k: round(v, 1) for k, v in times.items()}
     results["cot_beats_classic"] = results["cot_rm"]["accuracy"] > results["classic_rm"]["accuracy"]
+    return results
+
+
+def write_results(out: Path, results: dict, held, p_classic, v_cot, checks, writer) -> str:
+    """results.json, table.md, pairs_eval.jsonl and the metrics record; returns the table."""
     (out / "results.json").write_text(json.dumps(results, indent=2))
     md = table(results)
     (out / "table.md").write_text(md + "\n")
     with (out / "pairs_eval.jsonl").open("w") as f:
         for p, pc, vc, ch in zip(held, p_classic, v_cot, checks, strict=True):
-            f.write(
-                json.dumps(
-                    {
-                        **dataclasses.asdict(p),
-                        "classic_p": round(float(pc), 4),
-                        "cot_verdict": float(vc),
-                        "cot_check": ch,
-                    }
-                )
-                + "\n"
-            )
-    writer.write(
-        {
-            "phase": "rm/eval",
-            **{
-                f"rm/{k}/{m}": results[k][m]
-                for k in pred
-                for m in ("accuracy", "precision", "recall")
-            },
-        },
-        0,
-    )
+            row = {
+                **dataclasses.asdict(p),
+                "classic_p": round(float(pc), 4),
+                "cot_verdict": float(vc),
+                "cot_check": ch,
+            }
+            f.write(json.dumps(row) + "\n")
+    kinds, figures = ("classic_rm", "cot_rm"), ("accuracy", "precision", "recall")
+    record = {f"rm/{k}/{m}": results[k][m] for k in kinds for m in figures}
+    writer.write({"phase": "rm/eval", **record}, 0)
+    return md
+
+
+def main(cfg) -> Path:
+    """The RM job: policy -> labelled pairs -> both RMs -> held-out comparison."""
+    setup_logging()
+    s = build(cfg)  # validate(cfg) checks the reward_models group
+    out = s.run_dir / "rm"
+    out.mkdir(exist_ok=True)
+    (s.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    writer = MetricsWriter(s.run_dir)
+    times, t0 = {}, time.time()
+    policy = policy_params(s, writer)
+    times["policy_s"] = time.time() - t0
+    train, held = make_pairs(s, policy, times)
+    classic, cot = train_both(s, policy, train, writer, out, times)
+    p_classic, v_cot, malformed, checks = judge_held(s, classic, cot, held, times)
+    results = compare(held, p_classic, v_cot, malformed, len(train))
+    times["total_s"] = time.time() - t0
+    results["times_s"] = {k: round(v, 1) for k, v in times.items()}
+    md = write_results(out, results, held, p_classic, v_cot, checks, writer)
     writer.close()
     print(md, flush=True)
     print(

@@ -1,6 +1,6 @@
 """Images through the trainer: prompts with placeholders, image batches, SFT mix, evaluation.
 
-One `VisionData` per run (`loop.build` makes it when vision.enabled). A task is an image
+One `VisionData` per run (`train.setup.build` makes it when vision.enabled). A task is an image
 task when task.meta["modality"] == "image"; its prompt ids are
 
     [BOS] + [image_token_id] * (images x patches) + text(prompt)
@@ -22,7 +22,7 @@ from k15_jax.data.templates import render as render_prompt
 from k15_jax.data.visual import VisualSuite, make_visual_task, parse_visual_band
 from k15_jax.data.visual import render as render_image
 from k15_jax.model.config import VisionConfig
-from k15_jax.train.logging import log
+from k15_jax.train.metrics import log
 
 
 def modality(task) -> str:
