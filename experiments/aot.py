@@ -72,14 +72,14 @@ def main(overrides: list[str]) -> int:
     register()
     with initialize_config_dir(str(CONFIGS), version_base=None):
         cfg = compose("config", overrides=overrides)
-    validate(cfg)
+    model = model_config(cfg.model)  # the shape of the model preset, whatever the data
+    validate(cfg, model=model)
     if cfg.device.memory_gib is None or not cfg.topology.name:
         raise SystemExit(
             "experiments.aot needs a TPU mesh preset (it names the slice and the chip's HBM): "
             "mesh=tpu_v5p_64, tpu_v5p_256, tpu_v5e_16, tpu_v6e_16, tpu_v5p_8 or tpu_v5e_16x2. "
             "GPU presets cannot be compiled without a GPU (docs/pods.md)"
         )
-    model = model_config(cfg.model)
     shape = plan.mesh_shape(cfg.mesh, topology.chips(cfg.topology))
     mesh = topology.mesh(cfg.topology, shape)
     names = tuple(cfg.aot.programs) if cfg.aot.programs else programs.PROGRAMS
