@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.loop_runs import ROOT
+from tests.loop_runs import ROOT, has_record
 from tests.real_model import real_model_dir
 
 DATA = ROOT.parent / "shared" / "data"
@@ -175,7 +175,7 @@ def test_killed_run_resumes_to_the_same_metrics(data, tmp_path):
     proc = _run(run_dir, data, *partial, popen=True)
     deadline = time.time() + 600
     while time.time() < deadline:  # killed once RL iteration 1 is written
-        if metrics.exists() and '"iteration": 1, "phase": "rl"' in metrics.read_text():
+        if has_record(metrics, phase="rl", iteration=1):
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()[-3000:]}")
