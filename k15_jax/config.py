@@ -16,6 +16,7 @@ from k15_jax.distributed import DistributedConfig
 from k15_jax.model.config import ModelConfig
 from k15_jax.plan.device import DeviceConfig
 from k15_jax.rewards.score import VERIFIERS, RewardConfig
+from k15_jax.rl import off_policy
 from k15_jax.rl.losses import loss_options
 from k15_jax.rl.samplers import SAMPLERS, SamplerConfig
 from k15_jax.rollout.types import RolloutConfig
@@ -106,6 +107,17 @@ def validate(cfg) -> None:
     if cfg.sampler.name not in SAMPLERS:
         raise ValueError(f"sampler.name={cfg.sampler.name!r}; choose one of {sorted(SAMPLERS)}")
     loss_options(cfg.algo.loss)
+    off_policy.check(cfg.algo.off_policy, cfg.algo.importance)
+    if not cfg.sampler.oversample >= 1:
+        raise ValueError(f"sampler.oversample={cfg.sampler.oversample} must be >= 1 (1 = off)")
+    if cfg.reward.overlong_cache > 0 and not (
+        cfg.reward.overlong_cache <= cfg.reward.overlong_max_len <= cfg.rollout.max_new_tokens
+    ):
+        raise ValueError(
+            f"reward.overlong_cache={cfg.reward.overlong_cache} needs overlong_cache <= "
+            f"reward.overlong_max_len={cfg.reward.overlong_max_len} <= "
+            f"rollout.max_new_tokens={cfg.rollout.max_new_tokens}"
+        )
     if cfg.reward.kind not in VERIFIERS:
         raise ValueError(f"reward.kind={cfg.reward.kind!r}; choose one of {sorted(VERIFIERS)}")
     if cfg.reward.kind != "rule" and not cfg.reward.rm_dir and cfg.trainer.job == "rl":

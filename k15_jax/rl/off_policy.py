@@ -109,7 +109,7 @@ def token_weights(name, mask, trainer_logp, rollout_logp, version, iteration, cf
     n = jnp.maximum(jnp.sum(valid), 1)
     metrics = {
         "offpolicy/weight_mean": jnp.sum(weights) / n,
-        "offpolicy/weight_max": jnp.max(weights),
+        "offpolicy/weight_max": jnp.max(weights, initial=0.0),
         "offpolicy/changed_frac": jnp.sum(changed & valid) / n,
         "offpolicy/old_frac": jnp.sum(valid & ~fresh) / n,
     }

@@ -170,7 +170,8 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     # 1. sample prompts
     rng = np.random.default_rng([cfg.trainer.seed, 2, it])
     bands = np.array([t.band for t in s.pool])
-    idx = samplers.draw(state.sampler, bands, cfg.sampler.batch_prompts, rng, cfg.sampler, it)
+    n_draw = math.ceil(cfg.sampler.batch_prompts * cfg.sampler.oversample)
+    idx = samplers.draw(state.sampler, bands, n_draw, rng, cfg.sampler, it)
     requests = [(f"{i}:{it}:{j}", _prompt_ids(s, s.pool[i])) for j, i in enumerate(idx)]
     # 2. roll out K responses per prompt (partial rollouts continue the buffer's trajectories)
     key = jax.random.fold_in(jax.random.key(cfg.trainer.seed), it)
@@ -216,6 +217,13 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
         questions=[t.prompt for t in tasks for _ in range(K)],
         verifier=fns["verifier"],
     )
+    pool_idx = np.array([int(g.split(":")[0]) for g in group_ids], np.int64)
+    state.sampler = samplers.update(state.sampler, pool_idx, correct)  # every scored group
+    if cfg.sampler.oversample > 1 and n_groups:  # dynamic sampling: mixed groups first
+        rollouts, n_groups, tasks, rewards, correct, length = rl_step.keep_groups(
+            rollouts, tasks, rewards, correct, length, cfg.sampler.batch_prompts, K
+        )
+        B = cfg.sampler.batch_prompts
     full_rewards = np.zeros((B, K), np.float32)
     full_rewards[:n_groups] = rewards
     # 4. update: M steps from pi_theta_i with a fresh optimizer state
@@ -224,15 +232,19 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     imgs = [glob(s.vision.batch([t for t in tasks for _ in range(K)], B * K))] if s.vision else []
     trainer_ref = fns["ref_logp"](params, glob(rollouts.tokens), *imgs)
     ref = trainer_ref if cfg.algo.trainer_ref_logp else glob(rollouts.logp)
-    mask = rl_step.loss_mask(rollouts.response_mask, rollouts.version, full_rewards, it, cfg.algo)
+    mask = rl_step.loss_mask(rollouts.response_mask, full_rewards, cfg.algo)
     mask[n_groups * K :] = 0.0
-    metrics = {}
-    if mask.sum() > 0:
+    # algo.off_policy: old segments excluded (k1.5), or TIS / masking by pi_theta_i / pi_rollout
+    mask, ostats = fns["weights"](
+        glob(mask), trainer_ref, glob(rollouts.logp), glob(rollouts.version), it
+    )
+    metrics = {k: float(v) for k, v in ostats.items()}
+    if metrics["offpolicy/weight_mean"] > 0:
         opt_state = distributed.replicate_scalars(fns["optimizer"].init(params), s.mesh)
-        params, _, metrics = fns["update"](
-            params, opt_state, glob(rollouts.tokens), ref, glob(full_rewards), glob(mask), *imgs
+        params, _, update_metrics = fns["update"](
+            params, opt_state, glob(rollouts.tokens), ref, glob(full_rewards), mask, *imgs
         )
-        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics.update({k: float(v) for k, v in update_metrics.items()})
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(
                 f"non-finite loss or gradient at RL iteration {it}: {metrics}; the last good "
@@ -242,15 +254,13 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: dict) -> tuple[
     t_update = time.time()
     engine = handover(engine, params)
     handover_s = time.time() - t_update
-    # bookkeeping: sampler success counts, buffer
-    pool_idx = np.array([int(g.split(":")[0]) for g in group_ids], np.int64)
-    state.sampler = samplers.update(state.sampler, pool_idx, correct)
+    # bookkeeping: buffer, metrics
     state.buffer = buffer.to_state()
-    valid = np.asarray(rollouts.response_mask)[: n_groups * K] > 0
+    rows = slice(0, n_groups * K)
+    valid = np.asarray(rollouts.response_mask)[rows] > 0
     trainer_ref = distributed.to_host(trainer_ref)
-    metrics.update(
-        rl_step.logprob_gap(rollouts.logp[: n_groups * K], trainer_ref[: n_groups * K], valid)
-    )
+    version = np.asarray(rollouts.version)[rows]
+    metrics.update(rl_step.logprob_gap(rollouts.logp[rows], trainer_ref[rows], valid, version, it))
     metrics.update(rl_step.group_stats(rewards, correct) if n_groups else {})
     metrics.update(wstats)
     metrics.update({f"rollout/{k}": float(v) for k, v in rstats.items()})
@@ -297,9 +307,11 @@ def rl_machinery(s: Setup, params) -> tuple[object, dict]:
             params=params,
         )
     )
-    update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(s.cfg.algo))
+    algo = OmegaConf.to_object(s.cfg.algo)
+    update, optimizer = rl_step.make_update(s.model, algo)
     return engine, {
         "update": update,
+        "weights": rl_step.make_weights(algo),
         "optimizer": optimizer,
         "rollout_cfg": rollout_cfg,
         "ref_logp": rl_step.make_reference_logprobs(s.model),

@@ -1,8 +1,9 @@
 """One RL iteration's policy update (report sec. 2.3.2): M optimizer steps on a batch.
 
 The params at the start of the iteration are pi_theta_i: `reference_logprobs` recomputes
-the sampled tokens' log-probs under them (the trainer's numerics; the engine's own log-probs
-are compared to them as a metric). The optimizer state is created fresh for every
+the sampled tokens' log-probs under them (the trainer's numerics). The engine's own log-probs
+are compared to them as a metric and, with `algo.off_policy=tis|mask`, correct the token
+weights (k15_jax/rl/off_policy.py). The optimizer state is created fresh for every
 iteration unless `reset_optimizer` is off.
 """
 
@@ -15,7 +16,9 @@ import optax
 
 from k15_jax.model.config import ModelConfig
 from k15_jax.model.logprobs import token_logprobs
+from k15_jax.rl import filters, off_policy
 from k15_jax.rl.losses import LOSSES, LossConfig, loss_options
+from k15_jax.rl.off_policy import ImportanceConfig
 from k15_jax.train.sft import split_micro
 
 
@@ -27,7 +30,10 @@ class AlgoConfig:
     reset_optimizer: bool = True
     max_grad_norm: float = 1.0
     skip_zero_advantage: bool = True  # drop groups whose K rewards are all equal
-    exclude_old_segments: bool = True  # partial rollouts: loss only on this iteration's tokens
+    # tokens sampled by older params (partial rollouts) or other numerics (the engine):
+    # none | exclude_old (k1.5: loss only on this iteration's tokens) | tis | mask
+    off_policy: str = "exclude_old"
+    importance: ImportanceConfig = dataclasses.field(default_factory=ImportanceConfig)
     trainer_ref_logp: bool = True  # False: use the engine's sampling log-probs as ref_logp
     microbatches: int = 1  # gradient accumulation: sequences split into this many passes
 
@@ -36,17 +42,36 @@ def make_optimizer(cfg: AlgoConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
 
 
-def loss_mask(response_mask, version, rewards, iteration: int, cfg: AlgoConfig) -> np.ndarray:
-    """Tokens that count in the loss [N, T]: response tokens, of this iteration if
-    `exclude_old_segments`, in groups with a reward signal if `skip_zero_advantage`."""
+def loss_mask(response_mask, rewards, cfg: AlgoConfig) -> np.ndarray:
+    """Tokens that count in the loss [N, T]: response tokens, in groups with a reward signal
+    if `skip_zero_advantage`. Old segments are left out (or reweighted) by `make_weights`."""
     mask = np.asarray(response_mask, np.float32)
-    if cfg.exclude_old_segments:
-        mask = mask * (np.asarray(version) == iteration)
     if cfg.skip_zero_advantage:
         B, K = rewards.shape
         mixed = np.ptp(rewards, axis=1) > 0  # [B]
         mask = mask * np.repeat(mixed, K)[:, None]
     return mask
+
+
+def keep_groups(rollouts, tasks, rewards, correct, length, n: int, K: int):
+    """The n groups the update sees (filters.mixed_groups_first), padded with masked rows to
+    n groups. Returns (rollouts [n K rows], n kept, tasks, rewards, correct, length)."""
+    keep = filters.mixed_groups_first(rewards, n)
+    rows = (keep[:, None] * K + np.arange(K)).ravel()
+    filler = np.zeros((n - len(keep)) * K, np.int64)  # row 0, masked out below
+    picked = jax.tree.map(lambda x: np.asarray(x)[np.concatenate([rows, filler])], rollouts)
+    picked = picked.replace(
+        response_mask=picked.response_mask * (np.arange(n * K) < rows.size)[:, None]
+    )
+    length = np.asarray(length)[np.concatenate([rows, filler])]
+    return picked, len(keep), [tasks[g] for g in keep], rewards[keep], correct[keep], length
+
+
+def make_weights(cfg: AlgoConfig):
+    """Jitted (mask, trainer_logp, rollout_logp, version [N, T], iteration) -> (token weights
+    [N, T], metrics): `algo.off_policy` applied to the loss mask (k15_jax/rl/off_policy.py)."""
+    off_policy.check(cfg.off_policy, cfg.importance)
+    return jax.jit(lambda *args: off_policy.token_weights(cfg.off_policy, *args, cfg.importance))
 
 
 def make_reference_logprobs(model_cfg: ModelConfig):
@@ -142,13 +167,33 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
     return update, optimizer
 
 
-def logprob_gap(engine_logp, trainer_logp, response_mask) -> dict:
-    """Rollout-vs-trainer log-prob mismatch on response tokens (a bf16 instability signal)."""
+def logprob_gap(engine_logp, trainer_logp, response_mask, version=None, iteration=0) -> dict:
+    """Rollout-vs-trainer log-prob gap |log pi_rollout - log pi_theta_i| on response tokens:
+    mean and max over all, and per token age (iteration - version: 0 = sampled by this
+    iteration's params, where only numerics differ; 1, 2+ = older params, partial rollouts),
+    with each age's share of the tokens and the share of trajectories that span iterations."""
     m = np.asarray(response_mask) > 0
-    if not m.any():
-        return {"rollout/logp_gap_mean": 0.0, "rollout/logp_gap_max": 0.0}
-    gap = np.abs(np.asarray(engine_logp) - np.asarray(trainer_logp))[m]
-    return {"rollout/logp_gap_mean": float(gap.mean()), "rollout/logp_gap_max": float(gap.max())}
+    gap = np.abs(np.asarray(engine_logp) - np.asarray(trainer_logp))
+    out = {"rollout/logp_gap_mean": 0.0, "rollout/logp_gap_max": 0.0}
+    if m.any():
+        out = {
+            "rollout/logp_gap_mean": float(gap[m].mean()),
+            "rollout/logp_gap_max": float(gap[m].max()),
+        }
+    if version is None:
+        return out
+    age = iteration - np.asarray(version)
+    rows = m.any(axis=1)  # trajectories sampled over two or more iterations (partial rollouts)
+    out["rollout/spanning_frac"] = (
+        float(((age >= 1) & m).any(axis=1)[rows].mean()) if rows.any() else 0.0
+    )
+    for name, sel in (("0", age == 0), ("1", age == 1), ("2+", age >= 2)):
+        sel = sel & m
+        out[f"rollout/logp_gap_age{name}_frac"] = float(sel.sum() / max(m.sum(), 1))
+        if sel.any():
+            out[f"rollout/logp_gap_age{name}_mean"] = float(gap[sel].mean())
+            out[f"rollout/logp_gap_age{name}_max"] = float(gap[sel].max())
+    return out
 
 
 def group_stats(rewards: np.ndarray, correct: np.ndarray) -> dict:
