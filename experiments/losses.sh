@@ -12,6 +12,7 @@
 #   compare  experiments.compare into docs/img/losses-*.png and runs/losses/comparison-*
 # Re-running resumes: finished runs are skipped by their own checkpoints.
 set -euo pipefail
+PYTHON=${PYTHON:-python}
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/losses}
 SEEDS=${SEEDS:-"0 1 2"}
@@ -25,14 +26,14 @@ extra=("$@")
 run() {  # one line per run: <exp> <seed> <name> [overrides...]
   local exp=$1 seed=$2 name=$3
   shift 3
-  echo "python -m experiments.run +exp=$exp trainer.seed=$seed trainer.name=$name" \
+  echo "$PYTHON -m experiments.run +exp=$exp trainer.seed=$seed trainer.name=$name" \
     "trainer.skip_sft=true trainer.init_from_hf=$OUT/sft-seed$seed/final/hf" \
     "trainer.run_dir=$OUT/$name-seed$seed $* ${extra[*]:-} > $OUT/$name-seed$seed.log 2>&1"
 }
 
 mkdir -p "$OUT"
 for seed in $SEEDS; do
-  python -m experiments.run +exp=curriculum trainer.name=sft trainer.iterations=0 \
+  "$PYTHON" -m experiments.run +exp=curriculum trainer.name=sft trainer.iterations=0 \
     trainer.seed="$seed" trainer.run_dir="$OUT/sft-seed$seed" "${extra[@]}" \
     > "$OUT/sft-seed$seed.log" 2>&1
 done
@@ -55,5 +56,5 @@ done
 } | xargs -P "$JOBS" -I{} bash -c "{}"
 
 if [[ " $STAGES " == *" compare "* ]]; then
-  python -m experiments.losses_report --runs "$OUT" --out docs
+  "$PYTHON" -m experiments.losses_report --runs "$OUT" --out docs
 fi

@@ -187,7 +187,7 @@ def logprob_gap(engine_logp, trainer_logp, response_mask, version=None, iteratio
     out["rollout/spanning_frac"] = (
         float(((age >= 1) & m).any(axis=1)[rows].mean()) if rows.any() else 0.0
     )
-    for name, sel in (("0", age == 0), ("1", age == 1), ("2+", age >= 2)):
+    for name, sel in (("0", age == 0), ("1", age == 1), ("2plus", age >= 2)):
         sel = sel & m
         out[f"rollout/logp_gap_age{name}_frac"] = float(sel.sum() / max(m.sum(), 1))
         if sel.any():
