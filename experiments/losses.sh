@@ -32,7 +32,8 @@ run() {  # one line per run: <exp> <seed> <name> [overrides...]
 }
 
 mkdir -p "$OUT"
-for seed in $SEEDS; do
+for seed in $SEEDS; do  # a finished SFT is kept as it is (running arms may be reading it)
+  [[ -f "$OUT/sft-seed$seed/summary.json" ]] && continue
   "$PYTHON" -m experiments.run +exp=curriculum trainer.name=sft trainer.iterations=0 \
     trainer.seed="$seed" trainer.run_dir="$OUT/sft-seed$seed" "${extra[@]}" \
     > "$OUT/sft-seed$seed.log" 2>&1

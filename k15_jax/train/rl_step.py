@@ -112,6 +112,10 @@ def accumulated_grads(
     return (loss, metrics), grads
 
 
+# Metrics also logged at the last of the M steps, where the policy has moved from pi_theta_i.
+_LAST = {"clip_frac", "ratio_mean", "kl_k3", "abs_log_ratio"}
+
+
 def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
     """Jitted (params, opt_state, tokens, ref_logp, rewards, mask[, images]) -> (params,
     opt_state, m).
@@ -162,6 +166,8 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
         )
         first = {f"train/{k}": v[0] for k, v in metrics.items()}
         first["train/loss_last"] = metrics["loss"][-1]
+        for k in _LAST & set(metrics):  # at step 0 pi_theta = pi_theta_i: ratios are 1
+            first[f"train/{k}_last"] = metrics[k][-1]
         return params, opt_state, first
 
     return update, optimizer
