@@ -136,6 +136,24 @@ def tables(groups: dict, labels: dict, bands: list[str]) -> str:
     return "\n".join(lines)
 
 
+def update_table(groups: dict, labels: dict) -> str:
+    """Mean over iterations and seeds of the update's diagnostics (the `_last` ones are taken
+    after the M-th step, where the policy has moved from pi_theta_i; runs that predate them
+    show nan)."""
+    keys = [
+        ("train/mixed_groups", "groups with a signal"),
+        ("train/clip_frac_last", "clipped share, last step"),
+        ("train/ratio_mean_last", "mean ratio, last step"),
+        ("train/kl_k3_last", "k3 KL to pi_old, last step"),
+        ("train/grad_norm", "grad norm"),
+    ]
+    lines = ["| arm | " + " | ".join(k[1] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, runs in groups.items():
+        cells = [f"{np.nanmean([_mean_rl(r['records'], k) for r in runs]):.4g}" for k, _ in keys]
+        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def offpolicy_table(groups: dict, labels: dict) -> str:
     """Mean over iterations and seeds of the partial-rollout and off-policy metrics."""
     keys = [
@@ -189,6 +207,9 @@ def main(argv=None) -> None:
         bands = list(first["eval_accuracy_by_band"]["end"])
         plot(groups, labels, bands, args.out / "img" / f"losses-{set_name}.png")
         body = tables(groups, labels, bands)
+        body += "\n\n#### The update (mean over iterations and seeds)\n\n" + update_table(
+            groups, labels
+        )
         if set_name == "partial":
             body += (
                 "\n\n#### Partial rollouts and off-policy metrics (mean over iterations, seeds)\n\n"
