@@ -52,7 +52,7 @@ from k15_jax.eval.checkpoint import load_hf_policy, random_char_policy
 from k15_jax.eval.generation import complete, rollout_config
 from k15_jax.eval.resume import check_settings
 from k15_jax.rewards.math import score_math
-from k15_jax.train.logging import log, progress, setup_logging
+from k15_jax.train.metrics import log, progress, setup_logging
 
 TOO_LONG = "prompt_too_long"  # drop reason: the model input exceeds generation.max_prompt_len
 

@@ -55,7 +55,7 @@ from k15_jax.eval.harness import Benchmark, evaluate_benchmark, math_scorer
 from k15_jax.eval.metrics import benchmark_summary
 from k15_jax.eval.resume import check_settings, done_ids
 from k15_jax.eval.table import markdown
-from k15_jax.train.logging import log, setup_logging
+from k15_jax.train.metrics import log, setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (  # recorded in eval.json

@@ -23,7 +23,7 @@ def main(argv=None) -> None:
         help="weight of the long model (default 0.5: the plain average)",
     )
     args = ap.parse_args(argv)
-    from k15_jax.train.merge import merge_checkpoints
+    from k15_jax.train.long2short.merge import merge_checkpoints
 
     print(merge_checkpoints(args.long, args.short, args.out, args.alpha), flush=True)
 

@@ -252,7 +252,7 @@ class SilentWriter:
 def metrics_writer(run_dir):
     """MetricsWriter (metrics.jsonl + TensorBoard) on process 0, SilentWriter elsewhere."""
     if is_main():
-        from k15_jax.train.logging import MetricsWriter
+        from k15_jax.train.metrics import MetricsWriter
 
         return MetricsWriter(run_dir)
     return SilentWriter(run_dir)

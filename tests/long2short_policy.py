@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from k15_jax.config import register
 from k15_jax.data.templates import render
 from k15_jax.model.params import init_params
-from k15_jax.train import loop
-from k15_jax.train.finetune import finetune
-from k15_jax.train.short_cot import SHORT_FORMATS
+from k15_jax.train.long2short.short_cot import SHORT_FORMATS
+from k15_jax.train.setup import build
+from k15_jax.train.sft import finetune
 from tests.conftest import ROOT
 
 OVERRIDES = [
@@ -54,7 +54,7 @@ def compose_cfg(run_dir, *overrides):
 def mixed_policy():
     """(setup, params) of a policy SFT-trained on long and short demonstrations, half each.
     The setup is shared: tests change copies of its options (`stage_cfg`), never s.cfg."""
-    s = loop.build(compose_cfg(tempfile.mkdtemp(prefix="l2s-policy-")))
+    s = build(compose_cfg(tempfile.mkdtemp(prefix="l2s-policy-")))
     tok, short = s.tokenizer, SHORT_FORMATS["answer"]
 
     def examples(step):

@@ -74,3 +74,61 @@ def test_cfg_job_prints_resolved_config():
         check=True,
     ).stdout
     assert "name: uniform" in out and "batch_prompts:" in out
+
+
+def _numeric_keys(node, prefix=""):
+    from omegaconf import OmegaConf
+
+    for key, value in node.items():
+        if OmegaConf.is_dict(value):
+            yield from _numeric_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}"
+
+
+def test_every_numeric_option_out_of_range_is_refused_by_name():
+    """Each number of the main job's config set to -5 (no option takes it) is refused
+    before any compute, naming the key; algo.lr=-1 once trained a whole run."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    base = _compose("+exp=curriculum")
+    keys = list(_numeric_keys(base))
+    assert "algo.lr" in keys and "sampler.batch_prompts" in keys and len(keys) > 60
+    for key in keys:
+        cfg = copy.deepcopy(base)
+        OmegaConf.update(cfg, key, -5)
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("algo.lr=-1", "algo.lr"),
+        ("sft.lr=0", "sft.lr"),
+        ("rollout.top_p=1.5", "rollout.top_p"),
+        ("sampler.easy_fraction=2", "sampler.easy_fraction"),
+        ("trainer.eval_every=0", "trainer.eval_every"),
+        ("algo.loss.tau=nan", "algo.loss.tau"),
+        ("mesh.data=0", "mesh.data"),
+        ("trainer.job=bogus", "trainer.job"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(override, key):
+    cfg = _compose("+exp=curriculum", override)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_cli_refuses_a_negative_learning_rate_before_compute():
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "+exp=curriculum", "algo.lr=-1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "algo.lr=-1" in proc.stderr and "SFT" not in proc.stderr

@@ -255,10 +255,10 @@ def _train_cfg(tmp_path):
 
 def test_run_folder_orbax_checkpoint_then_final_hf(tmp_path):
     from k15_jax.config import model_config
+    from k15_jax.eval.heldout import heldout
     from k15_jax.model.hf import export_hf
     from k15_jax.model.params import init_params
     from k15_jax.model.tokenizer import CharTokenizer
-    from k15_jax.train.evaluate import heldout
     from k15_jax.train.state import Checkpoints, RunState
 
     train = _train_cfg(tmp_path)

@@ -7,6 +7,7 @@ the checkout first on `sys.path` (how `python -m experiments.run` and pytest run
 k15-jax installed by pip into a target folder that comes first.
 """
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,10 +57,17 @@ def test_checkout_has_no_generic_top_level_package_that_is_installed():
 
 
 def test_pip_install_leaves_transformers_working(tmp_path):
+    # Build from a copy of what packaging reads, so setuptools' build/ and egg-info stay
+    # out of the checkout.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "k15_jax", src / "k15_jax", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT)],
+         "--target", str(target), str(src)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 
 from k15_jax.model import ModelConfig, abstract_params, export_hf, load_hf
 from k15_jax.model.tokenizer import CharTokenizer
-from k15_jax.train.merge import merge_params
+from k15_jax.train.long2short.merge import merge_params
 
 CFG = ModelConfig(
     vocab_size=100,

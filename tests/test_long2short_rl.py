@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from k15_jax.train import long2short_rl, loop
-from k15_jax.train.long2short_config import check, plan
+from k15_jax.train import iteration
+from k15_jax.train.long2short import rl as long2short_rl
+from k15_jax.train.long2short.config import check, plan
 from tests.long2short_policy import boxed_correct, compose_cfg, mixed_policy
 
 
@@ -33,14 +34,14 @@ def test_phase_runs_with_penalty_and_reduced_length(monkeypatch):
     assert c.max_new_tokens < main_max and main_reward["length_penalty_weight"] == 0
     assert main_reward["length_penalty_warmup"] > 0  # so that warm-up 0 is the phase's doing
     calls = []
-    real_score = loop.score
+    real_score = iteration.score_texts
 
     def spy(texts, refs, lengths, repeated, cfg, it, **kw):  # kw: questions, verifier
         out = real_score(texts, refs, lengths, repeated, cfg, it, **kw)
         calls.append((texts, refs, np.array(lengths), np.array(repeated), cfg, it, out))
         return out
 
-    monkeypatch.setattr(loop, "score", spy)
+    monkeypatch.setattr(iteration, "score_texts", spy)
     new, stats = long2short_rl.long2short_rl(s, params)
     assert stats["max_new_tokens"] == c.max_new_tokens
     assert stats["reward"]["length_penalty_weight"] == c.length_penalty_weight > 0

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from k15_jax.rollout.engine import make_engine
 from k15_jax.rollout.handover import handover
-from k15_jax.train import dpo, shortest
-from k15_jax.train.samples import sample_groups, training_prompts
+from k15_jax.train.long2short import dpo, shortest
+from k15_jax.train.long2short.samples import sample_groups, training_prompts
 from tests.long2short_policy import boxed_correct, mixed_policy, stage_cfg
 
 K = 8

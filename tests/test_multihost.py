@@ -1,7 +1,7 @@
 """Multi-host runs on one machine: 2 CPU processes joined by jax.distributed (gloo
 collectives) against one process with the same global batch.
 
-Default run: the SFT warm-up of the main job (loop.build / loop.run_sft) in 2 processes,
+Default run: the SFT warm-up of the main job (setup.build / loop.run_sft) in 2 processes,
 a collective orbax checkpoint, a restore of params and optimizer state onto the global mesh
 and the finish from it: the same params as uninterrupted, and as one process.
 Slow: the whole main job (SFT, RL iterations with rollouts on the global mesh), stopped by
@@ -119,14 +119,14 @@ distributed.initialize(cfg.distributed)
 import jax, numpy as np
 from k15_jax.model.params import abstract_params
 from k15_jax.rl import samplers
-from k15_jax.train import loop, sft
+from k15_jax.train import loop, setup, sft
 from k15_jax.train.state import Checkpoints, RunState
 
-s = loop.build(cfg)
+s = setup.build(cfg)
 writer = distributed.metrics_writer(s.run_dir)
 ckpt = Checkpoints(s.run_dir / "checkpoints", keep=3)
 state = RunState(sampler=samplers.init_state(len(s.pool)))
-final = loop.run_sft(s, loop._initial_params(s), None, state, ckpt, writer)
+final = loop.run_sft(s, setup.initial_params(s), None, state, ckpt, writer)
 # as a killed run would: restore the mid-SFT checkpoint (params + Adam state), finish
 abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                         abstract_params(s.model), s.train_shardings)

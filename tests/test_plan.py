@@ -25,13 +25,13 @@ import numpy as np
 import pytest
 
 from k15_jax.model.config import ModelConfig
-from k15_jax.model.logprobs import token_logprobs
+from k15_jax.model.logprobs import accumulated_grads, token_logprobs
 from k15_jax.model.params import abstract_params, init_params
 from k15_jax.plan import flops, memory
+from k15_jax.rl.config import AlgoConfig
 from k15_jax.rollout.engine import make_engine
 from k15_jax.rollout.types import RolloutConfig
 from k15_jax.train import rl_step, sft
-from k15_jax.train.rl_step import AlgoConfig
 from k15_jax.train.sft import SFTConfig
 from tests.loop_runs import ROOT
 
@@ -290,7 +290,13 @@ def test_sft_gradient_accumulation_equals_the_whole_batch():
     both = jax.jit(
         lambda p: (
             jax.value_and_grad(sft.sft_loss, has_aux=True)(p, model, *batch),
-            sft.accumulated_grads(p, model, *batch, 4),
+            accumulated_grads(
+                p,
+                lambda q, tok, seg: token_logprobs(q, model, tok, segment_ids=seg),
+                lambda lp: sft.nll(lp, batch[2]),
+                batch[:2],
+                4,
+            ),
         )
     )
     ((ref, _), ref_g), ((nll, metrics), grads) = both(params)
@@ -323,7 +329,8 @@ def test_rl_gradient_accumulation_equals_the_whole_batch(loss):
     whole = jax.value_and_grad(
         lambda p: loss_of_logp(token_logprobs(p, model, tokens)), has_aux=True
     )
-    micro = lambda p: rl_step.accumulated_grads(p, model, loss_of_logp, tokens, 4)
+    logp_of_rows = lambda p, tok: token_logprobs(p, model, tok)
+    micro = lambda p: accumulated_grads(p, logp_of_rows, loss_of_logp, (tokens,), 4)
     ((ref, _), ref_g), ((value, _), grads) = jax.jit(lambda p: (whole(p), micro(p)))(params)
     np.testing.assert_allclose(value, ref, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_g)):

@@ -44,7 +44,7 @@ def _compose(*overrides):
 
 @pytest.fixture(scope="module")
 def rm_run(tmp_path_factory):
-    from k15_jax.train.reward_models import main
+    from k15_jax.train.reward_models.job import main
 
     run_dir = tmp_path_factory.mktemp("rm")
     cfg = _compose(*TINY_RM, f"trainer.run_dir={run_dir}")

@@ -66,3 +66,19 @@ def test_uniform_and_errors():
     with pytest.raises(ValueError, match="hard_bands"):
         cfg = SamplerConfig(name="curriculum", hard_bands=["add9"], warmup_iterations=0)
         samplers.draw(state, BANDS, 4, rng, cfg, 1)
+
+
+def test_source_weights_set_each_sources_share_and_none_leaves_draws_unchanged():
+    """Mixed sources (sizes 10 and 90, weights 3:1, base = weight / size): source A gets
+    3/4 of the draws whatever its size; without weights the draws are numpy's plain ones."""
+    from k15_jax.rl.samplers import SamplerConfig, draw, init_state
+
+    bands = np.array(["a"] * 10 + ["b"] * 90)
+    base = np.concatenate([np.full(10, 3 / 10), np.full(90, 1 / 90)])
+    cfg = SamplerConfig(name="uniform")
+    got = draw(init_state(100), bands, 20000, np.random.default_rng(0), cfg, 0, base)
+    share = np.mean(got < 10)
+    assert abs(share - 0.75) < 0.02, share
+    plain = draw(init_state(100), bands, 50, np.random.default_rng(1), cfg, 0)
+    want = np.random.default_rng(1).choice(np.arange(100), size=50, replace=False)
+    np.testing.assert_array_equal(plain, want)

@@ -3,7 +3,7 @@
 import pytest
 
 from k15_jax.config import validate
-from k15_jax.train.vision_config import check, vision_model_config
+from k15_jax.train.vision.config import check, vision_model_config
 from tests.test_config import _compose
 
 

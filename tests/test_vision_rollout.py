@@ -96,9 +96,8 @@ def _row_images(images, ids):
 def test_micro_batched_gradients_see_the_same_images(rollout):
     """Gradient accumulation splits images with their rows (RL and SFT): the same gradient
     as one pass, and it reaches the ViT (trained jointly)."""
-    from k15_jax.model.logprobs import token_logprobs
-    from k15_jax.train import rl_step
-    from k15_jax.train.sft import accumulated_grads, sft_loss
+    from k15_jax.model.logprobs import accumulated_grads, token_logprobs
+    from k15_jax.train.sft import nll, sft_loss
 
     params, _, images, ro, ids, _, _ = rollout
     batch = _row_images(images, ids)
@@ -110,11 +109,14 @@ def test_micro_batched_gradients_see_the_same_images(rollout):
 
     one = jax.grad(lambda p: loss_of_logp(token_logprobs(p, CFG, ro.tokens, images=batch))[0])
     want = one(params)
-    (_, _), got = rl_step.accumulated_grads(params, CFG, loss_of_logp, ro.tokens, 2, batch)
+    logp_of_rows = lambda p, tok, img: token_logprobs(p, CFG, tok, images=img)
+    (_, _), got = accumulated_grads(params, logp_of_rows, loss_of_logp, (ro.tokens, batch), 2)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4), want, got)
     assert np.abs(want["vision"]["tower"]["patch_embed"]).max() > 1e-3
     # SFT: the same for packed rows
     seg = np.ones(ro.tokens.shape, np.int32)
     grad_one = jax.grad(lambda p: sft_loss(p, CFG, ro.tokens, seg, mask, batch)[0])(params)
-    (_, _), grad_acc = accumulated_grads(params, CFG, ro.tokens, seg, mask, 3, batch)
+    sft_rows = lambda p, tok, sg, img: token_logprobs(p, CFG, tok, segment_ids=sg, images=img)
+    sft_of_logp = lambda lp: nll(lp, mask)
+    (_, _), grad_acc = accumulated_grads(params, sft_rows, sft_of_logp, (ro.tokens, seg, batch), 3)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grad_one, grad_acc)

@@ -15,7 +15,7 @@ from k15_jax.data.visual import _GLYPHS, VisualConfig, VisualSuite, render
 from k15_jax.model.config import VisionConfig
 from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.rewards.math import score_math
-from k15_jax.train.vision import VisionData, image_twin, modality
+from k15_jax.train.vision.data import VisionData, image_twin, modality
 
 
 def _read_digits(img: Image.Image) -> list[str]:
@@ -128,7 +128,7 @@ def test_prompt_ids_put_one_placeholder_per_patch():
 
 def _run_cfg(**mathvista):
     from k15_jax.data.mathvista import MathVistaConfig
-    from k15_jax.train.vision_config import VisionRunConfig
+    from k15_jax.train.vision.config import VisionRunConfig
 
     return VisionRunConfig(enabled=True, mathvista=MathVistaConfig(**mathvista))
 

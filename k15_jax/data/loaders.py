@@ -78,13 +78,30 @@ def read_jsonl(path: str | Path, *, config_key: str) -> Iterator[tuple[int, dict
             yield lineno, obj
 
 
-def _field(row: dict, key: str, path: Path, lineno: int) -> str:
+class RowError(ValueError):
+    """A row lacks a field or has a malformed one; callers add the file and line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def row_field(row: dict, key: str) -> str:
+    """row[key] as a string; RowError naming the field (and the keys there are) if absent."""
     if key not in row or row[key] is None:
-        raise ValueError(
-            f"row in {path} line {lineno} has no {key!r} field (keys: {sorted(row)}); "
-            "check that the file is the dataset the loader expects"
+        raise RowError(
+            key,
+            f"has no {key!r} field (keys: {sorted(row)}); check that the file is the "
+            "dataset its loader expects",
         )
     return str(row[key])
+
+
+def _field(row: dict, key: str, path: Path, lineno: int) -> str:
+    try:
+        return row_field(row, key)
+    except RowError as e:
+        raise ValueError(f"row in {path} line {lineno} {e}") from None
 
 
 def load_jsonl_tasks(
@@ -134,23 +151,63 @@ def _math_band(level) -> str:
     return f"level{m.group()}" if m else ""
 
 
+# Row parsers: one dataset row -> Task fields (prompt, reference, band, domain, solution).
+# The benchmark loaders below and `data.sources` share them.
+
+
+def math_row(row: dict) -> dict:
+    """MATH / MATH-500 (problem, answer, level, subject, solution): band from level."""
+    return dict(
+        prompt=row_field(row, "problem"),
+        reference=row_field(row, "answer"),
+        band=_math_band(row.get("level")),
+        domain=str(row.get("subject") or ""),
+        solution=row.get("solution"),
+    )
+
+
+def gsm8k_row(row: dict) -> dict:
+    """GSM8K (question, answer = reasoning then `#### n`): the reference is n."""
+    prompt = row_field(row, "question")
+    try:
+        solution, reference = split_gsm8k_answer(row_field(row, "answer"))
+    except RowError:
+        raise
+    except ValueError as e:
+        raise RowError("answer", f"{e} in the answer field") from None
+    return dict(prompt=prompt, reference=reference, band="", domain="", solution=solution)
+
+
+def aime_row(row: dict) -> dict:
+    """AIME (id, problem, answer 0..999, solution): "025" -> "25"."""
+    answer = row_field(row, "answer").strip()
+    return dict(
+        prompt=row_field(row, "problem"),
+        reference=str(int(answer)) if answer.isdigit() else answer,
+        band="",
+        domain="",
+        solution=row.get("solution"),
+    )
+
+
+def _parse(parse, row: dict, path: Path, lineno: int) -> dict:
+    try:
+        return parse(row)
+    except RowError as e:
+        raise ValueError(f"row in {path} line {lineno}: {e}") from None
+
+
 def load_math500(path: str | Path, *, config_key: str = "data.math500_path") -> list[Task]:
     """MATH-500 (fields problem, solution, answer, subject, level): band from level."""
     path = Path(path)
-    tasks = []
-    for lineno, row in read_jsonl(path, config_key=config_key):
-        tasks.append(
-            Task(
-                id=str(row.get("unique_id") or f"math500/{lineno}"),
-                prompt=_field(row, "problem", path, lineno),
-                reference=_field(row, "answer", path, lineno),
-                band=_math_band(row.get("level")),
-                domain=str(row.get("subject") or ""),
-                solution=row.get("solution"),
-                meta={"source": "math500", "line": lineno},
-            )
+    return [
+        Task(
+            id=str(row.get("unique_id") or f"math500/{lineno}"),
+            **_parse(math_row, row, path, lineno),
+            meta={"source": "math500", "line": lineno},
         )
-    return tasks
+        for lineno, row in read_jsonl(path, config_key=config_key)
+    ]
 
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
@@ -171,41 +228,27 @@ def load_gsm8k(path: str | Path, *, config_key: str = "data.gsm8k_path") -> list
     """GSM8K (fields question, answer = reasoning then `#### n`); no band/domain labels."""
     path = Path(path)
     split = path.stem
-    tasks = []
-    for lineno, row in read_jsonl(path, config_key=config_key):
-        try:
-            solution, reference = split_gsm8k_answer(_field(row, "answer", path, lineno))
-        except ValueError as e:
-            raise ValueError(f"row in {path} line {lineno}: {e} in the answer field") from None
-        tasks.append(
-            Task(
-                id=f"gsm8k/{split}/{lineno}",
-                prompt=_field(row, "question", path, lineno),
-                reference=reference,
-                solution=solution,
-                meta={"source": "gsm8k", "split": split, "line": lineno},
-            )
+    return [
+        Task(
+            id=f"gsm8k/{split}/{lineno}",
+            **_parse(gsm8k_row, row, path, lineno),
+            meta={"source": "gsm8k", "split": split, "line": lineno},
         )
-    return tasks
+        for lineno, row in read_jsonl(path, config_key=config_key)
+    ]
 
 
 def load_aime24(path: str | Path, *, config_key: str = "data.aime24_path") -> list[Task]:
     """AIME 2024 (fields id, problem, solution, answer, url); answers are 0..999."""
     path = Path(path)
-    tasks = []
-    for lineno, row in read_jsonl(path, config_key=config_key):
-        answer = _field(row, "answer", path, lineno).strip()
-        tasks.append(
-            Task(
-                id=f"aime24/{row.get('id', lineno)}",
-                prompt=_field(row, "problem", path, lineno),
-                reference=str(int(answer)) if answer.isdigit() else answer,  # "025" -> "25"
-                band="aime",
-                solution=row.get("solution"),
-                meta={"source": "aime24", "line": lineno, "url": row.get("url")},
-            )
+    return [
+        Task(
+            id=f"aime24/{row.get('id', lineno)}",
+            **{**_parse(aime_row, row, path, lineno), "band": "aime"},
+            meta={"source": "aime24", "line": lineno, "url": row.get("url")},
         )
-    return tasks
+        for lineno, row in read_jsonl(path, config_key=config_key)
+    ]
 
 
 LOADERS = {

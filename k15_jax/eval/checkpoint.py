@@ -223,6 +223,7 @@ def eos_ids(model, tok, hf_dir: Path | None) -> tuple[int, ...]:
     """Stop tokens: the tokenizer's EOS, the model's, and generation_config.json's list
     (chat checkpoints end turns with a token other than the EOS, e.g. <|eot_id|>)."""
     ids = {x for x in (tok.eos_id, model.eos_token_id) if x is not None}
+    ids |= set(getattr(tok, "stop_ids", ()))
     gen = None if hf_dir is None else Path(hf_dir) / "generation_config.json"
     if gen is not None and gen.is_file():
         e = json.loads(gen.read_text()).get("eos_token_id")
@@ -235,21 +236,20 @@ def eos_ids(model, tok, hf_dir: Path | None) -> tuple[int, ...]:
 def chat_wrapper(hf_dir: Path | None, tokenizer_path=None):
     """(wrap, bos): wrap(text) puts text in the tokenizer's chat template as one user turn
     with the assistant turn opened; bos False when the template writes BOS itself."""
-    from transformers import AutoTokenizer
+    from k15_jax.model.tokenizer import HFTokenizer
 
     where = Path(tokenizer_path or hf_dir) if (tokenizer_path or hf_dir) else None
     if where is None:
         raise ValueError("chat=true needs a HF checkpoint with a chat template; set chat=false")
-    where = where.parent if where.is_file() else where
-    hf_tok = AutoTokenizer.from_pretrained(str(where))
-    if not getattr(hf_tok, "chat_template", None):
+    tok = HFTokenizer(where)
+    if not tok.chat_template:
+        where = where.parent if where.is_file() else where
         raise ValueError(f"the tokenizer in {where} has no chat_template; set chat=false")
 
     def wrap(text: str) -> str:
-        msgs = [{"role": "user", "content": text}]
-        return hf_tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template([{"role": "user", "content": text}])
 
-    bos = hf_tok.bos_token
+    bos = tok.special_tokens.get("bos_token")
     return wrap, not (bos and wrap("x").startswith(bos))
 
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from k15_jax.data.loaders import Task
-from k15_jax.data.templates import PromptTemplate
+from k15_jax.data.templates import FENCE, PromptTemplate
 from k15_jax.sandbox.testgen import PROBLEMS_DIR, CaseGenConfig, build_problem, load_problem
 
 CODE_FORMAT = (
@@ -35,7 +34,6 @@ CODE_FORMAT = (
 )
 CODE_TEMPLATE = PromptTemplate(CODE_FORMAT)
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9+#]*)[ \t]*\n(.*?)```", re.DOTALL)
 LANGUAGES = {
     "": "python",
     "python": "python",
@@ -63,7 +61,7 @@ class EvalCaseGenConfig(CaseGenConfig):
 def extract_program(response: str) -> tuple[str, str] | None:
     """(language, source) of the last fenced code block; None without a closed block or
     for a language the sandbox does not run."""
-    blocks = _FENCE.findall(response)
+    blocks = FENCE.findall(response)
     if not blocks:
         return None
     tag, source = blocks[-1]

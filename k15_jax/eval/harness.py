@@ -24,7 +24,7 @@ from k15_jax.data.loaders import Task
 from k15_jax.data.templates import PromptTemplate, response_text
 from k15_jax.eval.resume import RESULTS, done_ids, rows_for
 from k15_jax.rewards.math import extract_answer, score_math
-from k15_jax.train.logging import log, progress
+from k15_jax.train.metrics import log, progress
 
 TOO_LONG = "prompt_too_long"
 

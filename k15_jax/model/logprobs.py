@@ -71,3 +71,45 @@ def token_logprobs(
     zero = jnp.zeros_like(logp[:, :1])
     logp, ent = jnp.concatenate([zero, logp], 1), jnp.concatenate([zero, ent], 1)
     return (logp, ent) if return_entropy else logp
+
+
+def split_micro(x: jax.Array, microbatches: int) -> jax.Array:
+    """[R, ...] -> [m, R/m, ...], micro-batch j holding rows j, j+m, j+2m, ...
+
+    Interleaved rather than contiguous: with rows split over devices, every device holds
+    an equal share of every micro-batch, so no pass leaves devices idle or moves rows.
+    """
+    R = x.shape[0]
+    if R % microbatches:
+        raise ValueError(
+            f"{R} rows do not split into microbatches={microbatches}; choose a divisor of {R}"
+        )
+    return x.reshape(R // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+
+
+def accumulated_grads(params, logp_of_rows, loss_of_logp, rows: tuple, microbatches: int):
+    """Loss and gradient by the chain rule through per-micro-batch log-probs, for any loss
+    of the token log-probs (gradient accumulation; the SFT step and the RL update use it).
+
+        logp   = logp_of_rows(params, *rows)                m passes of N/m rows, no grad
+        g      = d loss(logp) / d logp                      [N, T], on the whole batch
+        grad   = sum_j vjp(logp_of_rows on micro j)(g_j)    m passes, one micro-batch each
+
+    Exact for every loss (group baselines and normalisers see the whole batch), at the cost
+    of one extra forward pass; the activations held at once are those of N/m rows.
+    logp_of_rows: (params, *rows) -> logp [N, T]; rows: arrays [N, ...] split with the
+    batch (None entries, e.g. no images, stay None). Returns ((loss, metrics), grads).
+    """
+    micro = tuple(None if x is None else split_micro(x, microbatches) for x in rows)
+    logp = jax.lax.map(lambda xs: logp_of_rows(params, *xs), micro)
+    logp = logp.swapaxes(0, 1).reshape(rows[0].shape[0], *logp.shape[2:])  # undo interleaving
+    (loss, metrics), g = jax.value_and_grad(loss_of_logp, has_aux=True)(logp)
+
+    def body(acc, xs):
+        *row_j, g_j = xs
+        _, vjp = jax.vjp(lambda p: logp_of_rows(p, *row_j), params)
+        return jax.tree.map(jnp.add, acc, vjp(g_j)[0]), None
+
+    zero = jax.tree.map(jnp.zeros_like, params)
+    grads, _ = jax.lax.scan(body, zero, (*micro, split_micro(g, microbatches)))
+    return (loss, metrics), grads

@@ -319,7 +319,7 @@ def plan_config(cfg, model: ModelConfig, shape: dict) -> dict:
 def refuse_unfit(cfg, model: ModelConfig, mesh) -> dict | None:
     """The startup check: raises DoesNotFit (before anything compiles) when a phase does not
     fit; returns the plan, or None when the check is off or the memory is unknown."""
-    from k15_jax.train.logging import log
+    from k15_jax.train.metrics import log
 
     device = cfg.device
     if not device.check:

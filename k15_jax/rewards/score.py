@@ -38,6 +38,10 @@ class RewardConfig:
     # overlong_max_len (set it to rollout.max_new_tokens); 0 disables it
     overlong_cache: int = 0
     overlong_max_len: int = 0
+    # code tasks: "start" runs the sandbox service for the run (bubblewrap), or the URL of
+    # a running one (python -m k15_jax.sandbox serve); sandbox_workers programs at once
+    sandbox: str = "start"
+    sandbox_workers: int = 4
 
 
 # A verifier: (questions, responses, references) -> (v [N] float32 in [0, 1], stats).
@@ -165,6 +169,9 @@ def score(
         "reward/repeat_frac": float(repeated.mean()),
         "reward/overlong_mean": float(overlong.mean()),
     }
+    if "code_rows" in stats:  # code tasks judged by the sandbox (rewards/routing.py)
+        out["reward/code_rows"] = float(stats["code_rows"])
+        out["reward/code_timeouts"] = float(stats["code_timeouts"])
     if cfg.kind != "rule":  # how often the reward model agrees with the rule verifier
         rule, _ = score_math(responses, references, timeout_s=cfg.timeout_s)
         rule = rule.reshape(B, K)

@@ -55,15 +55,21 @@ def update(state: dict, indices: np.ndarray, correct: np.ndarray) -> dict:
     return {"attempts": attempts, "successes": successes}
 
 
-def _choose(rng, candidates: np.ndarray, n: int, p=None) -> np.ndarray:
+def _choose(rng, candidates: np.ndarray, n: int, p=None, base=None) -> np.ndarray:
+    """n of `candidates`, with probabilities p (or uniform), times the pool's base measure
+    (mixed sources' weights) when it has one. Without `base` the draws are those of a
+    plain uniform / p-weighted choice, so runs without source weights are unchanged."""
     if len(candidates) == 0:
         raise ValueError("the sampler has no prompts to draw from; check sampler.hard_bands")
+    if base is not None:
+        w = np.asarray(base, np.float64)[candidates] * (1.0 if p is None else p)
+        p = w / w.sum()
     replace = n > len(candidates)
     return rng.choice(candidates, size=n, replace=replace, p=p)
 
 
-def uniform(state, bands, n, rng, cfg, iteration):
-    return _choose(rng, np.arange(len(bands)), n)
+def uniform(state, bands, n, rng, cfg, iteration, base=None):
+    return _choose(rng, np.arange(len(bands)), n, base=base)
 
 
 def _hard_set(bands: np.ndarray, cfg: SamplerConfig) -> list[str]:
@@ -75,32 +81,34 @@ def _hard_set(bands: np.ndarray, cfg: SamplerConfig) -> list[str]:
     return hard
 
 
-def curriculum(state, bands, n, rng, cfg, iteration):
+def curriculum(state, bands, n, rng, cfg, iteration, base=None):
     bands = np.asarray(bands)
     everything = np.arange(len(bands))
     if cfg.mode == "staged":
         order = list(dict.fromkeys(bands.tolist()))
         open_bands = order[: 1 + iteration // max(cfg.stage_iterations, 1)]
-        return _choose(rng, np.flatnonzero(np.isin(bands, open_bands)), n)
+        return _choose(rng, np.flatnonzero(np.isin(bands, open_bands)), n, base=base)
     if cfg.mode != "warmup_then_hard":
         raise ValueError(f"sampler.mode={cfg.mode!r}; use 'warmup_then_hard' or 'staged'")
     if iteration < cfg.warmup_iterations:
-        return _choose(rng, everything, n)
+        return _choose(rng, everything, n, base=base)
     n_easy = int(round(cfg.easy_fraction * n))
     hard = np.flatnonzero(np.isin(bands, _hard_set(bands, cfg)))
-    return np.concatenate([_choose(rng, everything, n_easy), _choose(rng, hard, n - n_easy)])
+    easy = _choose(rng, everything, n_easy, base=base)
+    return np.concatenate([easy, _choose(rng, hard, n - n_easy, base=base)])
 
 
-def prioritized(state, bands, n, rng, cfg, iteration):
+def prioritized(state, bands, n, rng, cfg, iteration, base=None):
     weight = np.maximum(1.0 - success_rate(state), cfg.floor)
-    return _choose(rng, np.arange(len(bands)), n, p=weight / weight.sum())
+    return _choose(rng, np.arange(len(bands)), n, p=weight / weight.sum(), base=base)
 
 
 SAMPLERS = {"uniform": uniform, "curriculum": curriculum, "prioritized": prioritized}
 
 
-def draw(state, bands, n, rng, cfg: SamplerConfig, iteration: int) -> np.ndarray:
-    """Indices [n] into the pool (whose band labels are `bands`) for this iteration."""
+def draw(state, bands, n, rng, cfg: SamplerConfig, iteration: int, base=None) -> np.ndarray:
+    """Indices [n] into the pool (whose band labels are `bands`) for this iteration.
+    base: per-prompt weights of mixed sources (weight / source size), or None."""
     if cfg.name not in SAMPLERS:
         raise ValueError(f"sampler.name={cfg.name!r}; choose one of {sorted(SAMPLERS)}")
-    return np.asarray(SAMPLERS[cfg.name](state, bands, n, rng, cfg, iteration), np.int64)
+    return np.asarray(SAMPLERS[cfg.name](state, bands, n, rng, cfg, iteration, base), np.int64)

@@ -6,12 +6,11 @@ from rich.console import Console
 from rich.table import Table
 
 from k15_jax.model.hf import export_hf
-from k15_jax.train.evaluate import heldout
 from k15_jax.train.plots import plot_run
 
 
 def summary(setup, state) -> dict:
-    bands = setup.suite.bands
+    bands = setup.prompts.bands
     return {
         "experiment": setup.cfg.trainer.name,
         "seed": setup.cfg.trainer.seed,
@@ -26,38 +25,20 @@ def summary(setup, state) -> dict:
     }
 
 
-def write_outputs(setup, params, state, writer, engine) -> dict:
+def write_outputs(setup, params, state, writer) -> dict:
+    """final/hf (policy + tokenizer), eval/heldout.jsonl, plots and summary.json."""
     run = setup.run_dir
     hf_dir = run / "final" / "hf"
     export_hf(params, setup.model, hf_dir)
     setup.tokenizer.save_hf(hf_dir)
-    if setup.vision:  # the trained tower as a transformers SiglipVisionModel, and the projector
-        from k15_jax.model.siglip import export_siglip
-
-        export_siglip(params["vision"], setup.model.vision, run / "final" / "vision")
     (run / "eval").mkdir(exist_ok=True)
     with (run / "eval" / "heldout.jsonl").open("w") as f:
-        for prompt, ref, band in heldout(setup, setup.cfg.trainer.eval_per_band):
-            f.write(json.dumps({"prompt": prompt, "reference": ref, "band": band}) + "\n")
-        if setup.vision:  # image prompts: the task id names the rendered scene or the file
-            for t, band in setup.vision.eval_items(setup.cfg.trainer.eval_per_band, []):
-                if t.meta.get("modality") == "image":
-                    row = {
-                        "prompt": t.prompt,
-                        "reference": t.reference,
-                        "band": band,
-                        "modality": "image",
-                        "id": t.id,
-                    }
-                    f.write(json.dumps(row) + "\n")
-    plot_run(writer.records(), run)
+        for row in setup.prompts.heldout_rows(setup.cfg.trainer.eval_per_band):
+            f.write(json.dumps(row) + "\n")
+    records = writer.records()
+    plot_run(records, run)
     out = summary(setup, state)
-    if setup.vision:  # accuracy per modality, text vs image on the same problems
-        from k15_jax.train.vision_eval import plot_modalities, vision_summary
-
-        plot_modalities(writer.records(), run)
-        ev = out["eval_accuracy_by_band"]
-        out.update(vision_summary(setup, ev["start"], ev["end"]))
+    setup.prompts.write_outputs(params, setup, records, out)
     (run / "summary.json").write_text(json.dumps(out, indent=2))
     print_table(out)
     return out

@@ -3,43 +3,19 @@
 The params at the start of the iteration are pi_theta_i: `reference_logprobs` recomputes
 the sampled tokens' log-probs under them (the trainer's numerics). The engine's own log-probs
 are compared to them as a metric and, with `algo.off_policy=tis|mask`, correct the token
-weights (k15_jax/rl/off_policy.py). The optimizer state is created fresh for every
-iteration unless `reset_optimizer` is off.
+weights (`make_weights`, k15_jax/rl/off_policy.py). The optimizer state is created fresh for
+every iteration (the report resets it; `iteration.update` calls `optimizer.init` each time).
 """
 
-import dataclasses
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from k15_jax.model.config import ModelConfig
-from k15_jax.model.logprobs import token_logprobs
+from k15_jax.model.logprobs import accumulated_grads, token_logprobs
 from k15_jax.rl import filters, off_policy
-from k15_jax.rl.losses import LOSSES, LossConfig, loss_options
-from k15_jax.rl.off_policy import ImportanceConfig
-from k15_jax.train.sft import split_micro
-
-
-@dataclasses.dataclass
-class AlgoConfig:
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    lr: float = 2e-4
-    updates_per_iteration: int = 4
-    reset_optimizer: bool = True
-    max_grad_norm: float = 1.0
-    skip_zero_advantage: bool = True  # drop groups whose K rewards are all equal
-    # tokens sampled by older params (partial rollouts) or other numerics (the engine):
-    # none | exclude_old (k1.5: loss only on this iteration's tokens) | tis | mask
-    off_policy: str = "exclude_old"
-    importance: ImportanceConfig = dataclasses.field(default_factory=ImportanceConfig)
-    trainer_ref_logp: bool = True  # False: use the engine's sampling log-probs as ref_logp
-    microbatches: int = 1  # gradient accumulation: sequences split into this many passes
-
-
-def make_optimizer(cfg: AlgoConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
+from k15_jax.rl.config import AlgoConfig
+from k15_jax.rl.losses import LOSSES, loss_options
 
 
 def loss_mask(response_mask, rewards, cfg: AlgoConfig) -> np.ndarray:
@@ -53,18 +29,16 @@ def loss_mask(response_mask, rewards, cfg: AlgoConfig) -> np.ndarray:
     return mask
 
 
-def keep_groups(rollouts, tasks, rewards, correct, length, n: int, K: int):
-    """The n groups the update sees (filters.mixed_groups_first), padded with masked rows to
-    n groups. Returns (rollouts [n K rows], n kept, tasks, rewards, correct, length)."""
+def keep_groups(rollouts, rewards, n: int, K: int):
+    """The n groups the update sees (filters.mixed_groups_first: DAPO's dynamic sampling),
+    padded with masked rows to n groups. rewards [G, K] of the G finished groups.
+    Returns (rollouts [n K rows], kept group indices)."""
     keep = filters.mixed_groups_first(rewards, n)
     rows = (keep[:, None] * K + np.arange(K)).ravel()
-    filler = np.zeros((n - len(keep)) * K, np.int64)  # row 0, masked out below
-    picked = jax.tree.map(lambda x: np.asarray(x)[np.concatenate([rows, filler])], rollouts)
-    picked = picked.replace(
-        response_mask=picked.response_mask * (np.arange(n * K) < rows.size)[:, None]
-    )
-    length = np.asarray(length)[np.concatenate([rows, filler])]
-    return picked, len(keep), [tasks[g] for g in keep], rewards[keep], correct[keep], length
+    take = np.concatenate([rows, np.zeros((n - len(keep)) * K, np.int64)])  # filler: row 0
+    picked = jax.tree.map(lambda x: np.asarray(x)[take], rollouts)
+    real = (np.arange(n * K) < rows.size)[:, None]
+    return picked.replace(response_mask=picked.response_mask * real), keep
 
 
 def make_weights(cfg: AlgoConfig):
@@ -81,37 +55,6 @@ def make_reference_logprobs(model_cfg: ModelConfig):
     )
 
 
-def accumulated_grads(
-    params, model_cfg: ModelConfig, loss_of_logp, tokens, microbatches: int, images=None
-):
-    """Loss and gradient by the chain rule through per-micro-batch log-probs, for any loss.
-
-        logp   = token_logprobs(params, tokens)            m passes of N/m rows, no grad
-        g      = d loss(logp) / d logp                     [N, T], on the whole batch
-        grad   = sum_j vjp(token_logprobs on micro j)(g_j)  m passes, one micro-batch each
-
-    Exact for every loss (group baselines and normalisers see the whole batch), at the cost
-    of one extra forward pass; the activations held at once are those of N/m sequences.
-    loss_of_logp: logp [N, T] -> (loss, metrics). images [N, M, P, C] are split with the
-    rows. Returns ((loss, metrics), grads).
-    """
-    micro = split_micro(tokens, microbatches)  # [m, N/m, T]
-    micro_img = None if images is None else split_micro(images, microbatches)
-    lp = lambda p, tok, img: token_logprobs(p, model_cfg, tok, images=img)
-    logp = jax.lax.map(lambda xs: lp(params, *xs), (micro, micro_img))
-    logp = logp.swapaxes(0, 1).reshape(tokens.shape)  # undo the interleaving
-    (loss, metrics), g = jax.value_and_grad(loss_of_logp, has_aux=True)(logp)
-
-    def body(acc, xs):
-        tok, img, g_j = xs
-        _, vjp = jax.vjp(lambda p: lp(p, tok, img), params)
-        return jax.tree.map(jnp.add, acc, vjp(g_j)[0]), None
-
-    zero = jax.tree.map(jnp.zeros_like, params)
-    grads, _ = jax.lax.scan(body, zero, (micro, micro_img, split_micro(g, microbatches)))
-    return (loss, metrics), grads
-
-
 # Metrics also logged at the last of the M steps, where the policy has moved from pi_theta_i.
 _LAST = {"clip_frac", "ratio_mean", "kl_k3", "abs_log_ratio"}
 
@@ -122,11 +65,12 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
 
     tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]; images [N, M, P, C]
     (model.vision; None for text) as the rollout's prefill saw them. Runs M steps in a scan;
-    cfg.microbatches > 1 accumulates each step's gradient (`accumulated_grads`).
+    cfg.microbatches > 1 accumulates each step's gradient (`model.logprobs.accumulated_grads`).
     """
     loss_fn = LOSSES[cfg.loss.name]
     options = loss_options(cfg.loss)
-    optimizer = make_optimizer(cfg)
+    # Adam with fresh moments every iteration (sec. 2.3.2: the optimizer state is reset)
+    optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
 
     def loss_of_logp(logp, ref_logp, rewards, mask):
         shape = (*rewards.shape, logp.shape[1])  # [B, K, T]
@@ -145,11 +89,10 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
             )
         return accumulated_grads(
             params,
-            model_cfg,
+            lambda p, tok, img: token_logprobs(p, model_cfg, tok, images=img),
             lambda lp: loss_of_logp(lp, ref_logp, rewards, mask),
-            tokens,
+            (tokens, images),
             cfg.microbatches,
-            images,
         )
 
     @jax.jit

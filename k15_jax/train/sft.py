@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from k15_jax import distributed
 from k15_jax.model.config import ModelConfig
-from k15_jax.model.logprobs import token_logprobs
+from k15_jax.model.logprobs import accumulated_grads, token_logprobs
+from k15_jax.train.metrics import progress
 
 
 @dataclasses.dataclass
@@ -74,8 +76,13 @@ def sft_loss(params, cfg: ModelConfig, tokens, segment_ids, mask, images=None):
     """Mask-weighted mean NLL. tokens, segment_ids, mask: [R, L] (mask 0/1, or weights);
     images [R, M, P, C] (model.vision): each row's images in the order of its placeholders."""
     logp = token_logprobs(params, cfg, tokens, segment_ids=segment_ids, images=images)
-    nll = -jnp.sum(jnp.where(mask > 0, mask * logp, 0.0)) / jnp.maximum(mask.sum(), 1.0)
-    return nll, {"sft/nll": nll, "sft/tokens": mask.sum()}
+    return nll(logp, mask)
+
+
+def nll(logp, mask):
+    """(mean NLL of the masked tokens, metrics); logp, mask [R, L] (mask 0/1, or weights)."""
+    value = -jnp.sum(jnp.where(mask > 0, mask * logp, 0.0)) / jnp.maximum(mask.sum(), 1.0)
+    return value, {"sft/nll": value, "sft/tokens": mask.sum()}
 
 
 def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
@@ -92,54 +99,13 @@ def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
     )
 
 
-def split_micro(x: jax.Array, microbatches: int) -> jax.Array:
-    """[R, ...] -> [m, R/m, ...], micro-batch j holding rows j, j+m, j+2m, ...
-
-    Interleaved rather than contiguous: with rows split over devices, every device holds
-    an equal share of every micro-batch, so no pass leaves devices idle or moves rows.
-    """
-    R = x.shape[0]
-    if R % microbatches:
-        raise ValueError(
-            f"{R} rows do not split into microbatches={microbatches}; choose a divisor of {R}"
-        )
-    return x.reshape(R // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
-
-
-def accumulated_grads(
-    params, cfg: ModelConfig, tokens, segment_ids, mask, microbatches: int, images=None
-):
-    """`sft_loss` and its gradient, summed over micro-batches of rows (gradient accumulation).
-
-        nll = sum_j sum_{t in micro j} mask * (-logp) / max(sum(mask), 1)
-
-    The token count of the whole batch divides every micro-batch's sum, so nll and its
-    gradient equal `sft_loss` on the whole batch (up to float summation order) while the
-    activations held at once are those of R/m rows. Returns ((nll, metrics), grads).
-    """
-    denom = jnp.maximum(mask.sum(), 1.0)
-
-    def micro_loss(p, tok, seg, m, img):
-        logp = token_logprobs(p, cfg, tok, segment_ids=seg, images=img)
-        return -jnp.sum(jnp.where(m > 0, m * logp, 0.0)) / denom
-
-    def body(acc, xs):
-        loss, grads = jax.value_and_grad(micro_loss)(params, *xs)
-        return (acc[0] + loss, jax.tree.map(jnp.add, acc[1], grads)), None
-
-    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    batch = tuple(split_micro(x, microbatches) for x in (tokens, segment_ids, mask))
-    batch += (None if images is None else split_micro(images, microbatches),)
-    (nll, grads), _ = jax.lax.scan(body, zero, batch)
-    return (nll, {"sft/nll": nll, "sft/tokens": mask.sum()}), grads
-
-
 def make_step(
     model_cfg: ModelConfig, optimizer: optax.GradientTransformation, microbatches: int = 1
 ):
     """A jitted SFT step (params, opt_state, tokens, seg, mask) -> (params, opt_state, metrics).
 
-    microbatches > 1 accumulates the gradient over that many passes (`accumulated_grads`).
+    microbatches > 1 accumulates the gradient over that many passes
+    (`model.logprobs.accumulated_grads`).
     """
 
     @jax.jit
@@ -148,11 +114,52 @@ def make_step(
             grad_fn = jax.value_and_grad(sft_loss, has_aux=True)
             (_, metrics), grads = grad_fn(params, model_cfg, tokens, segment_ids, mask, images)
         else:
+            logp_of_rows = lambda p, tok, seg, img: token_logprobs(
+                p, model_cfg, tok, segment_ids=seg, images=img
+            )
             (_, metrics), grads = accumulated_grads(
-                params, model_cfg, tokens, segment_ids, mask, microbatches, images
+                params,
+                logp_of_rows,
+                lambda lp: nll(lp, mask),
+                (tokens, segment_ids, images),
+                microbatches,
             )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         metrics["sft/grad_norm"] = optax.global_norm(grads)
         return optax.apply_updates(params, updates), opt_state, metrics
 
     return step
+
+
+def warmup_examples(setup, step: int) -> list[tuple]:
+    """The warm-up's demonstrations at `step`: a deterministic function of (seed, step), so
+    a resumed SFT sees the same data. (prompt ids, response ids[, task]) from the run's
+    prompt source; sft.rows * max(1, sft.row_len // 40) of them, packing drops the overflow."""
+    c = setup.cfg
+    rng = np.random.default_rng([c.trainer.seed, 1, step])
+    return setup.prompts.sft_examples(c.sft.rows * max(1, c.sft.row_len // 40), rng)
+
+
+def finetune(setup, params, examples, cfg: SFTConfig, writer=None, phase: str = "finetune"):
+    """cfg.steps AdamW steps from `params` with a fresh optimizer; returns the new params.
+
+    A supervised stage on any examples function (long2short's short-CoT model and shortest
+    rejection sampling, the CoT reward model), with the warm-up's packing, loss and step.
+    examples: step -> [(prompt ids, response ids)], packed into cfg.rows x cfg.row_len
+    (loss on response tokens only). Metrics go to `writer` under `phase` every 25 steps.
+    """
+    optimizer = make_optimizer(cfg)
+    opt_state = distributed.replicate_scalars(optimizer.init(params), setup.mesh)
+    step_fn = make_step(setup.model, optimizer, cfg.microbatches)
+    bar = progress(cfg.steps, phase)
+    for step in range(cfg.steps):
+        tokens, seg, mask, _ = pack(examples(step), cfg.rows, cfg.row_len, setup.tokenizer.pad_id)
+        params, opt_state, m = step_fn(params, opt_state, tokens, seg, mask)
+        bar.update(1)
+        if writer is not None and ((step + 1) % 25 == 0 or step + 1 == cfg.steps):
+            m = {k: float(v) for k, v in m.items()}
+            bar.set_postfix(nll=f"{m['sft/nll']:.3f}")
+            m = {f"{phase}/{k.split('/')[-1]}": v for k, v in m.items()}  # one TB tag per stage
+            writer.write({"phase": phase, "step": step + 1, **m}, step + 1)
+    bar.close()
+    return params

@@ -22,6 +22,7 @@ class RunState:
     iteration: int = 0
     sampler: dict = dataclasses.field(default_factory=dict)  # name -> np.ndarray
     buffer: dict = dataclasses.field(default_factory=dict)  # partial-rollout buffer state
+    requests: dict = dataclasses.field(default_factory=dict)  # buffered request id -> pool row
     metrics_lines: int = 0  # lines of metrics.jsonl written up to this state
     extra: dict = dataclasses.field(default_factory=dict)  # e.g. the eval at RL start
     saves: int = 0  # checkpoint number, monotone across phases

@@ -1,2 +1,0 @@
-input()
-print(min(map(int, input().split())))

@@ -1,4 +1,0 @@
-import functools
-
-input()
-print(functools.reduce(min, map(int, input().split())))

@@ -1,5 +1,0 @@
-import sys
-
-data = sys.stdin.read().split()
-a = sorted(map(int, data[1:]))
-print(a[0])

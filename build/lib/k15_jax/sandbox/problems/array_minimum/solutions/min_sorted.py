@@ -1,2 +1,0 @@
-input()
-print(sorted(int(x) for x in input().split())[0])

@@ -1,3 +1,0 @@
-# Wrong: prints the largest value.
-input()
-print(max(map(int, input().split())))
