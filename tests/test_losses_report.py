@@ -45,7 +45,7 @@ def test_report_tables_and_blocks(tmp_path):
     (docs / "losses.md").write_text("intro\n<!-- main:begin -->\nold\n<!-- main:end -->\nend\n")
     losses_report.main(["--runs", str(runs), "--out", str(docs)])
     text = (docs / "losses.md").read_text()
-    assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
+    assert text.startswith("intro\n") and text.endswith("end\n") and "\nold\n" not in text
     assert "| mirror descent (k1.5) | 0 | 100 -> 100 | 50 -> 70 | 2.00 | 1000 |" in text
     assert "| DAPO | 0 | 100 -> 100 | 50 -> 60 | 4.00 | 2000 |" in text
     end = np.array([0.7, 0.1, 0.9])
