@@ -11,6 +11,7 @@ runs are missing is skipped and says so.
 """
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -89,6 +90,15 @@ def plot(groups: dict, labels: dict, bands: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def start_end(run) -> dict:
+    """{"start", "end"}: accuracy per band, re-scored (experiments.losses_reeval: the SFT
+    params of the run's seed, the run's final params) when available, else as logged."""
+    re, seed = run.get("reeval", {}), run["summary"]["seed"]
+    if run["dir"] in re and f"sft-seed{seed}" in re:
+        return {"start": re[f"sft-seed{seed}"], "end": re[run["dir"]]}
+    return run["summary"]["eval_accuracy_by_band"]
+
+
 def _mean_rl(records, key) -> float:
     _, y = curve(records, "rl", key)
     return float(y.mean()) if len(y) else float("nan")
@@ -98,11 +108,17 @@ def tables(groups: dict, labels: dict, bands: list[str]) -> str:
     """Per arm and seed: accuracy start -> end per band; then per arm: mean end accuracy with
     its spread over seeds, the change of each band, wall time and tokens per iteration."""
     head = "| arm | seed | " + " | ".join(bands) + " | s / iteration | tokens / iteration |"
-    lines = ["#### Held-out greedy accuracy per band, start -> end of RL, per seed", ""]
+    lines = [
+        "#### Held-out greedy accuracy per band (%), start -> end of RL, per seed",
+        "",
+        "Start: the seed's SFT params; end: the run's final params; both re-scored by",
+        "`experiments.losses_reeval` where its `reeval.json` has them (else as logged).",
+        "",
+    ]
     lines += [head, "|---|---|" + "---|" * (len(bands) + 2)]
     for name, runs in groups.items():
         for r in runs:
-            acc = r["summary"]["eval_accuracy_by_band"]
+            acc = start_end(r)
             cells = [f"{100 * acc['start'][b]:.0f} -> {100 * acc['end'][b]:.0f}" for b in bands]
             t = _mean_rl(r["records"], "time/iteration_s")
             tok = _mean_rl(r["records"], "rollout/tokens_generated")
@@ -118,8 +134,8 @@ def tables(groups: dict, labels: dict, bands: list[str]) -> str:
     for name, runs in groups.items():
         cells = []
         for b in bands:
-            s = np.array([r["summary"]["eval_accuracy_by_band"]["start"][b] for r in runs])
-            e = np.array([r["summary"]["eval_accuracy_by_band"]["end"][b] for r in runs])
+            s = np.array([start_end(r)["start"][b] for r in runs])
+            e = np.array([start_end(r)["end"][b] for r in runs])
             d = 100 * (e - s)
             cells.append(
                 f"{100 * e.mean():.1f} ± {100 * e.std():.1f} ({d.mean():+.1f}, "
@@ -191,6 +207,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("docs"))
     ap.add_argument("--partial-arms", nargs="+", default=["curriculum", "grpo"])
     args = ap.parse_args(argv)
+    reeval_file = args.runs / "reeval.json"
+    reeval = json.loads(reeval_file.read_text()) if reeval_file.exists() else {}
     doc = args.out / "losses.md"
     text = doc.read_text() if doc.exists() else "# Losses\n"
     for set_name, labels in sets(tuple(args.partial_arms)).items():
@@ -199,7 +217,7 @@ def main(argv=None) -> None:
             dirs = [args.runs / f"{name}-seed{s}" for s in SEEDS]
             done = [d for d in dirs if (d / "summary.json").is_file()]
             if done:
-                groups[name] = [load_run(d) for d in done]
+                groups[name] = [{**load_run(d), "dir": d.name, "reeval": reeval} for d in done]
         if not groups:
             print(f"{set_name}: no finished runs under {args.runs}; skipped")
             continue

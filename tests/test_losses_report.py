@@ -56,3 +56,13 @@ def test_report_tables_and_blocks(tmp_path):
     x, tok = losses_report.eval_tokens(losses_report.load_run(runs / "dapo-seed0")["records"])
     np.testing.assert_array_equal(x, [0, 2, 4])
     np.testing.assert_array_equal(tok, [0, 4000, 8000])
+
+
+def test_report_prefers_rescored_start_and_end(tmp_path):
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    _fake_run(runs / "grpo-seed1", "grpo", 1, 0.5, 0.7, 2.0, 1000)
+    rescored = {"sft-seed1": {"add1": 1.0, "add5": 0.55}, "grpo-seed1": {"add1": 0.9, "add5": 0.8}}
+    (runs / "reeval.json").write_text(json.dumps(rescored))
+    docs.mkdir()
+    losses_report.main(["--runs", str(runs), "--out", str(docs)])
+    assert "| GRPO | 1 | 100 -> 90 | 55 -> 80 | 2.00 | 1000 |" in (docs / "losses.md").read_text()
