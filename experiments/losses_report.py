@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.compare import curve, load_run  # noqa: E402
+from experiments.compare import curve, group_changes, load_run  # noqa: E402
 
 ARMS = {
     "curriculum": "mirror descent (k1.5)",
@@ -72,13 +72,16 @@ def plot(groups: dict, labels: dict, bands: list[str], path: Path) -> None:
             ("eval", f"eval/len/{bands[-1]}", f"held-out response tokens, {bands[-1]}"),
             ("rl", "time/iteration_s", "wall time per iteration (s)"),
             ("rl", "train/reward_mean", "training reward"),
-            ("rl", "offpolicy/old_frac", "share of loss tokens from older iterations"),
         ]
         for ax, (phase, key, title) in zip(axes[2], panels, strict=False):
             cs = [curve(rec, phase, key) for rec in recs]
             if all(len(y) for _, y in cs):
                 _band(ax, [x for x, _ in cs], [y for _, y in cs], label)
             ax.set(title=title, xlabel="RL iteration")
+        x, mean, lo, hi = group_changes(runs, f"eval/acc/{bands[-1]}")
+        axes[2, 4].plot(x, mean, label=label)
+        axes[2, 4].fill_between(x, lo, hi, alpha=0.15)
+        axes[2, 4].set(title=f"{bands[-1]} change from the start, per seed", xlabel="RL iteration")
     for j, band in enumerate(bands):
         axes[0, j].set(title=f"held-out accuracy, {band}", xlabel="RL iteration")
         axes[1, j].set(title=f"held-out accuracy, {band}", xlabel="sampled tokens (millions)")
