@@ -28,13 +28,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-from k15_jax.kernels.decode_attention import (
-    DecodeBlockSizes,
-    decode_attention,
-    decode_attention_reference,
-)
-from k15_jax.kernels.flash_attention import FlashBlockSizes, flash_attention
-from k15_jax.model.attention import xla_decode_attention
+from k15_jax.kernels.decode_attention import DecodeBlockSizes, decode_attention
+from k15_jax.kernels.flash_attention import flash_attention
+from k15_jax.kernels.flash_plan import FlashBlockSizes
+from k15_jax.kernels.reference import decode_attention_reference
 
 
 @dataclasses.dataclass
@@ -186,8 +183,7 @@ def bench_decode(cfg: BenchConfig, backend: str, interpret: bool, copy_gbs: floa
         "ours_pallas": functools.partial(
             decode_attention, block_sizes=cfg.decode_blocks, interpret=interpret
         ),
-        "model_xla": xla_decode_attention,  # the model's plain-XLA decode path
-        "reference_fp32": decode_attention_reference,
+        "model_xla": decode_attention_reference,  # the model's plain-XLA decode path
     }
     if backend == "gpu":
         from jax.experimental.pallas.ops.gpu import decode_attention as jax_decode

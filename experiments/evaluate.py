@@ -204,12 +204,7 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def run(cfg, policy=None) -> Path:
-    """The command. policy: a stand-in for the checkpoint's (tests); None builds the
-    engine policy when some prompt still needs answers. Returns eval.json's path."""
-    setup_logging()
-    if OmegaConf.is_config(cfg):
-        cfg = OmegaConf.to_object(cfg)
+def _check_sampling(cfg: EvaluateConfig) -> None:
     if cfg.samples < 1:
         raise ValueError(f"samples={cfg.samples} must be >= 1")
     if cfg.temperature <= 0 and cfg.samples > 1:
@@ -218,20 +213,62 @@ def run(cfg, policy=None) -> Path:
             "set samples=1 or temperature>0",
             cfg.samples,
         )
-    src = resolve_checkpoint(cfg.checkpoint)
+
+
+def checkpoint_record(cfg: EvaluateConfig, src: CheckpointSource) -> dict:
+    """eval.json's "checkpoint": where it came from and its fingerprint (logged too)."""
     log.info(
         "checkpoint %s: %s%s",
         cfg.checkpoint,
         src.kind,
         f" (step {src.step_dir.name})" if src.step_dir else "",
     )
-    ckpt = {
+    return {
         "path": cfg.checkpoint,
         "kind": src.kind,
         "hf_dir": str(src.hf_dir) if src.hf_dir else None,
         "run_dir": str(src.run_dir) if src.run_dir else None,
         **fingerprint(src, cfg.seed),
     }
+
+
+def build_report(cfg, ckpt: dict, model: dict, benches, summaries: dict, timing: dict, wall_s):
+    """eval.json's contents: scores, settings, provenance and this run's timing."""
+    gen_s = sum(t.get("generate_s", 0.0) for t in timing.values())
+    tokens = sum(t.get("tokens", 0) for t in timing.values())
+    return {
+        "checkpoint": ckpt,
+        "model": model,
+        "benchmarks": summaries,
+        "sampling": sampling_settings(cfg),
+        "seed": cfg.seed,
+        "templates": {b.name: template_record(b) for b in benches},
+        "chat": cfg.chat,
+        "data": {b.name: b.source for b in benches},
+        "verifier": {"math_timeout_s": cfg.verifier_timeout_s, "code": "sandbox /judge"},
+        "limit": cfg.limit,
+        "versions": versions(),
+        "git": git_state(),
+        "command": " ".join(sys.argv),
+        "this_run": {
+            "wall_s": wall_s,
+            "generate_s": gen_s,
+            "tokens": tokens,
+            "tokens_per_s": tokens / gen_s if gen_s else None,
+            "by_benchmark": timing,
+        },
+    }
+
+
+def run(cfg, policy=None) -> Path:
+    """The command. policy: a stand-in for the checkpoint's (tests); None builds the
+    engine policy when some prompt still needs answers. Returns eval.json's path."""
+    setup_logging()
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_object(cfg)
+    _check_sampling(cfg)
+    src = resolve_checkpoint(cfg.checkpoint)
+    ckpt = checkpoint_record(cfg, src)
     model = describe_model(cfg, src)
     out = Path(cfg.output_dir)
     t_start = time.perf_counter()
@@ -280,30 +317,8 @@ def run(cfg, policy=None) -> Path:
             )
             summaries[bench.name] = benchmark_summary(rows)
             timing[bench.name] = stats
-    gen_s = sum(t.get("generate_s", 0.0) for t in timing.values())
-    tokens = sum(t.get("tokens", 0) for t in timing.values())
-    report = {
-        "checkpoint": ckpt,
-        "model": model,
-        "benchmarks": summaries,
-        "sampling": sampling_settings(cfg),
-        "seed": cfg.seed,
-        "templates": {b.name: template_record(b) for b in benches},
-        "chat": cfg.chat,
-        "data": {b.name: b.source for b in benches},
-        "verifier": {"math_timeout_s": cfg.verifier_timeout_s, "code": "sandbox /judge"},
-        "limit": cfg.limit,
-        "versions": versions(),
-        "git": git_state(),
-        "command": " ".join(sys.argv),
-        "this_run": {
-            "wall_s": time.perf_counter() - t_start,
-            "generate_s": gen_s,
-            "tokens": tokens,
-            "tokens_per_s": tokens / gen_s if gen_s else None,
-            "by_benchmark": timing,
-        },
-    }
+    wall_s = time.perf_counter() - t_start
+    report = build_report(cfg, ckpt, model, benches, summaries, timing, wall_s)
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "eval.json", json.dumps(report, indent=2))
     table = markdown(report)

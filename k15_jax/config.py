@@ -128,9 +128,10 @@ def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size, model=None)
     if not cfg.sampler.oversample >= 1:
         raise ValueError(f"sampler.oversample={cfg.sampler.oversample} must be >= 1 (1 = off)")
     _check_reward(cfg)
-    model = model or model_config(cfg.model)
+    if model is None and not file_sources(cfg.data):  # a file run's shape comes from its
+        model = model_config(cfg.model)  # checkpoint: build() passes it as `model`
     total = cfg.rollout.max_prompt_len + cfg.rollout.max_new_tokens
-    if total > model.max_position_embeddings:
+    if model is not None and total > model.max_position_embeddings:
         raise ValueError(
             f"rollout.max_prompt_len + rollout.max_new_tokens = {total} exceeds "
             f"model.max_position_embeddings={model.max_position_embeddings}; lower one of them"
@@ -158,6 +159,13 @@ def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size, model=None)
         long2short_config.check(cfg.long2short, cfg.rollout.max_new_tokens)
     if cfg.trainer.job == "reward_models":
         reward_models_config.check(cfg)
+
+
+def file_sources(data_cfg) -> bool:
+    """True when data.train or data.eval name files (a real model's run), False for the
+    embedded synthetic suite."""
+    entries = list(data_cfg.train) + list(data_cfg.eval)
+    return any(str(e if isinstance(e, str) else e["path"]) != "synthetic" for e in entries)
 
 
 def _check_reward(cfg) -> None:

@@ -138,29 +138,3 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules = TRAIN_RULES) ->
 def data_sharding(mesh: Mesh, rules: Rules = TRAIN_RULES, ndim: int = 2) -> NamedSharding:
     """Sharding for a [batch, ...] array: batch over the rule's mesh axes, the rest whole."""
     return named_sharding(mesh, ("batch",) + (None,) * (ndim - 1), rules)
-
-
-def shard_batch(x, mesh: Mesh, rules: Rules = TRAIN_RULES, what: str = "batch"):
-    """Places a host or device array with its batch dimension split across the mesh."""
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
-    check_divisible(x.shape[:1], ("batch",), mesh, rules, what)
-    return jax.device_put(x, data_sharding(mesh, rules, x.ndim))
-
-
-def replicate_scalars(tree, mesh: Mesh):
-    """Places 0-d leaves (optimizer step counters) replicated on the mesh, as a jitted step
-    returns them, so the step's second call does not retrace."""
-    rep = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda x: jax.device_put(x, rep) if np.ndim(x) == 0 else x, tree)
-
-
-def abstract_output(fn, *abstract_args):
-    """fn's outputs as ShapeDtypeStructs with the shardings jit gives them for these
-    (sharded) abstract inputs; compiles, never runs."""
-    compiled = jax.jit(fn).lower(*abstract_args).compile()
-    shapes = jax.eval_shape(fn, *abstract_args)
-    return jax.tree.map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-        shapes,
-        compiled.output_shardings,
-    )

@@ -42,3 +42,20 @@ def run_main(
     if check and proc.returncode != 0:
         raise AssertionError(f"run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def has_record(metrics, **want) -> bool:
+    """Whether metrics.jsonl holds a record with these fields (e.g. phase="rl",
+    iteration=1); robust to the keys a record gains (records are sorted by key)."""
+    import json
+
+    if not metrics.exists():
+        return False
+    for line in metrics.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if all(r.get(k) == v for k, v in want.items()):
+            return True
+    return False

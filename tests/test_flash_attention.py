@@ -1,4 +1,6 @@
-"""Flash attention Pallas kernels (interpret mode on CPU) against a plain-jnp oracle.
+"""Flash attention Pallas kernels (interpret mode on CPU) against the plain-jnp reference
+(`k15_jax.kernels.reference`, the model's xla path), run as an fp32 oracle, which is itself
+checked against jax.nn.dot_product_attention.
 
 Tolerances (max |kernel - reference| / max(1, max |reference|)):
 fp32 outputs, lse and gradients 1e-4; bf16 outputs 2e-2 and gradients 4e-2 (the reference
@@ -13,16 +15,9 @@ import numpy as np
 import pytest
 from jax import export
 
-from k15_jax.kernels.flash_attention import (
-    NEG_LSE,
-    FlashBlockSizes,
-    block_ranges,
-    flash_attention,
-    flash_attention_lse,
-    flash_attention_lse_reference,
-    flash_attention_reference,
-    make_plan,
-)
+from k15_jax.kernels.flash_attention import flash_attention, flash_attention_lse
+from k15_jax.kernels.flash_plan import FlashBlockSizes, block_ranges, make_plan
+from k15_jax.kernels.reference import NEG_LSE, attention_lse_reference, attention_reference
 
 TINY = FlashBlockSizes(16, 16, 16, 16, 16, 16)
 TOL = {jnp.float32: (1e-4, 1e-4), jnp.bfloat16: (2e-2, 4e-2)}  # (outputs, gradients)
@@ -34,6 +29,12 @@ def assert_close(got, want, tol, what):
     assert np.all(np.isfinite(got)), f"{what}: non-finite values"
     err = np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want)))
     assert err <= tol, f"{what}: normalised max error {err:.2e} > {tol:.0e}"
+
+
+def oracle(q, k, v, **kw):
+    """The reference in fp32 (highest precision) on the same, possibly bf16-rounded, inputs."""
+    f32 = lambda x: x.astype(jnp.float32)
+    return attention_reference(f32(q), f32(k), f32(v), precision="highest", **kw).astype(q.dtype)
 
 
 def make_case(seed, B, T, H, G, Dh, n_segments, dtype=jnp.float32):
@@ -85,9 +86,7 @@ def check_case(seed, B, T, H, G, Dh, n_seg, causal, window, dtype, blocks=TINY):
     out, got = out_and_grads(
         lambda q, k, v: flash_attention(q, k, v, block_sizes=blocks, **kw), q, k, v, w
     )
-    out_ref, want = out_and_grads(
-        lambda q, k, v: flash_attention_reference(q, k, v, **kw), q, k, v, w
-    )
+    out_ref, want = out_and_grads(lambda q, k, v: oracle(q, k, v, **kw), q, k, v, w)
     assert out.shape == q.shape and out.dtype == q.dtype
     assert_close(out, out_ref, tol_o, "output")
     for name, g, r in zip(("dq", "dk", "dv"), got, want, strict=True):
@@ -131,7 +130,7 @@ def test_fully_masked_rows_give_zero_and_finite_grads():
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
 
     (_, (o, lse)), got = out_and_grads(flash_attention_lse, block_sizes=TINY)
-    (_, (o_ref, lse_ref)), want = out_and_grads(flash_attention_lse_reference)
+    (_, (o_ref, lse_ref)), want = out_and_grads(attention_lse_reference, precision="highest")
     assert_close(o, o_ref, 1e-4, "output")
     lse, lse_ref = (np.asarray(x).transpose(0, 2, 1) for x in (lse, lse_ref))  # [B, T, H]
     assert_close(lse[~empty], lse_ref[~empty], 1e-4, "lse")
@@ -143,7 +142,8 @@ def test_fully_masked_rows_give_zero_and_finite_grads():
 
 
 def test_reference_agrees_with_jax_dot_product_attention():
-    """The oracle itself against jax.nn.dot_product_attention(implementation='xla')."""
+    """The reference itself (the model's xla path, at default precision) against
+    jax.nn.dot_product_attention(implementation='xla')."""
     q, k, v, seg, _ = make_case(8, 2, 30, 4, 2, 32, 3)
     window = 9
     mask = (seg[:, :, None] == seg[:, None, :])[:, None]
@@ -159,9 +159,7 @@ def test_reference_agrees_with_jax_dot_product_attention():
         )
     )(q, k, v)
     got = jax.jit(
-        lambda q, k, v: flash_attention_reference(
-            q, k, v, causal=True, segment_ids=seg, window=window
-        )
+        lambda q, k, v: attention_reference(q, k, v, causal=True, segment_ids=seg, window=window)
     )(q, k, v)
     assert_close(got, want, 1e-5, "reference vs jax.nn")
 

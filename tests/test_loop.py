@@ -2,7 +2,6 @@
 and the same losses on 8 fake devices as on one."""
 
 import json
-import re
 import signal
 import time
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from tests.loop_runs import run_main
+from tests.loop_runs import has_record, run_main
 
 VOLATILE = ("time/", "rollout/time_s", "rollout/tokens_per_s")
 
@@ -117,11 +116,10 @@ def test_summary_end_accuracy_matches_a_transformers_rescore(tiny_run):
         assert end[band] == pytest.approx(np.mean(hits)), band
 
 
-def _kill_when(proc, metrics, needle: "str | re.Pattern"):
+def _kill_when(proc, metrics, **record):
     deadline = time.time() + 600
     while time.time() < deadline:
-        text = metrics.read_text() if metrics.exists() else ""
-        if needle.search(text) if isinstance(needle, re.Pattern) else needle in text:
+        if has_record(metrics, **record):
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()[-3000:]}")
@@ -135,12 +133,9 @@ def test_sigkill_in_sft_and_in_rl_then_resume_matches_uninterrupted(tiny_run, tm
     metrics = run_dir / "metrics.jsonl"
     # SFT metrics are written every 25 steps, checkpoints every 10: killed after step 25,
     # the run resumes from step 20 with its optimizer state
-    _kill_when(run_main(run_dir, popen=True), metrics, '"step": 25')
+    _kill_when(run_main(run_dir, popen=True), metrics, phase="sft", step=25)
     # then killed while RL iteration 1 runs
-    # (keys are sorted: other metrics may sit between "iteration" and "phase")
-    _kill_when(
-        run_main(run_dir, popen=True), metrics, re.compile(r'"iteration": 1, .*"phase": "rl"')
-    )
+    _kill_when(run_main(run_dir, popen=True), metrics, phase="rl", iteration=1)
     resumed = run_main(run_dir)
     assert "resumed from" in resumed.stderr
     assert _records(run_dir) == _records(tiny_run)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.loop_runs import ROOT
+from tests.loop_runs import ROOT, has_record
 from tests.real_model import real_model_dir
 
 DATA = ROOT.parent / "shared" / "data"
@@ -163,22 +163,28 @@ def test_final_hf_loads_in_transformers_and_greedy_matches_ours(math_run):
     assert out[0, len(prompt) :].tolist() == ours
 
 
-def test_killed_run_resumes_to_the_same_metrics(math_run, data, tmp_path):
+def test_killed_run_resumes_to_the_same_metrics(data, tmp_path):
+    """Partial rollouts on (a budget of 8 tokens a call): the killed run's buffer holds
+    unfinished trajectories; resumed, the metrics equal an uninterrupted run's."""
+    partial = ["rollout.partial=true", "rollout.budget_tokens=8", "trainer.iterations=3"]
+    whole = tmp_path / "whole"
+    _run(whole, data, *partial)
+    assert any(r.get("rollout/buffer_unfinished", 0) > 0 for r in _records(whole))
     run_dir = tmp_path / "killed"
     metrics = run_dir / "metrics.jsonl"
-    proc = _run(run_dir, data, popen=True)
+    proc = _run(run_dir, data, *partial, popen=True)
     deadline = time.time() + 600
-    while time.time() < deadline:  # killed once RL iteration 0 is written
-        if metrics.exists() and '"iteration": 0, "phase": "rl"' in metrics.read_text():
+    while time.time() < deadline:  # killed once RL iteration 1 is written
+        if has_record(metrics, phase="rl", iteration=1):
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed:\n{proc.stdout.read()[-3000:]}")
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = _run(run_dir, data)
+    resumed = _run(run_dir, data, *partial)
     assert "resumed from" in resumed.stderr
-    assert _records(run_dir) == _records(math_run)
+    assert _records(run_dir) == _records(whole)
 
 
 def _compose(*overrides):

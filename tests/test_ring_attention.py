@@ -15,8 +15,9 @@ CODE = """
 import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import AxisType
-from k15_jax.kernels.flash_attention import FlashBlockSizes
-from k15_jax.kernels.ring_attention import ring_attention, ring_attention_reference
+from k15_jax.kernels.flash_plan import FlashBlockSizes
+from k15_jax.kernels.reference import attention_reference
+from k15_jax.kernels.ring_attention import ring_attention
 
 TINY = FlashBlockSizes(16, 16, 16, 16, 16, 16)
 
@@ -48,8 +49,8 @@ def run(seed, mesh_shape, axis_types, B, T, H, G, Dh, n_seg, causal):
     with jax.set_mesh(mesh):
         got = out_and_grads(lambda q, k, v: ring_attention(
             q, k, v, mesh=mesh, causal=causal, segment_ids=seg, block_sizes=TINY))
-    want = out_and_grads(lambda q, k, v: ring_attention_reference(
-        q, k, v, causal=causal, segment_ids=seg))
+    want = out_and_grads(lambda q, k, v: attention_reference(
+        q, k, v, causal=causal, segment_ids=seg, precision="highest"))
     return dict(zip(("out", "dq", "dk", "dv"), (err(a, b) for a, b in zip(got, want))))
 
 E, A = AxisType.Explicit, AxisType.Auto

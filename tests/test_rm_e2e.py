@@ -13,7 +13,10 @@ from hydra import compose, initialize_config_dir
 from k15_jax.config import register, validate
 from k15_jax.model.config import ModelConfig
 from k15_jax.model.params import init_params
+from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.rewards import rm_classic, rm_store
+from k15_jax.rewards.math import score_math
+from k15_jax.rewards.rm_data import rm_input
 from k15_jax.rewards.score import RewardConfig, make_verifier, score
 from tests.conftest import ROOT
 from tests.loop_runs import run_main
@@ -69,6 +72,32 @@ def test_experiment_writes_table_results_and_checkpoints(rm_run):
     assert "84.4%" in (rm / "table.md").read_text() and "98.5%" in (rm / "table.md").read_text()
 
 
+QUESTIONS, REFS = ["2+3"] * 4, ["5"] * 4
+RESPONSES = ["\\boxed{5}", "\\boxed{6}", "2+3+0=05\n\\boxed{5}", "x"]
+# the rule verifier's verdicts on RESPONSES, by hand: boxed 5 right, boxed 6 wrong, no answer
+RULE = np.array([[1, 0], [1, 0]], np.float32)
+
+
+def rule_from_texts():
+    """The rule verdicts recomputed from the raw texts (and checked against RULE)."""
+    rule, _ = score_math(RESPONSES, REFS)
+    np.testing.assert_array_equal(rule.reshape(2, 2), RULE)
+    return RULE
+
+
+def classic_probabilities(params, model_cfg):
+    """The classic RM's P(correct) for RESPONSES, straight from its params (not via score)."""
+    texts = [rm_input(q, r, y, 91) for q, r, y in zip(QUESTIONS, REFS, RESPONSES)]
+    return rm_classic.probabilities(params, model_cfg, CharTokenizer(), texts, 92)
+
+
+def score_responses(cfg: RewardConfig):
+    """The reward step on RESPONSES as 2 groups of 2 (no repeats, length 3 each)."""
+    lengths, repeated = np.full((2, 2), 3), np.zeros((2, 2), bool)
+    verifier = make_verifier(cfg)
+    return score(RESPONSES, REFS, lengths, repeated, cfg, 0, questions=QUESTIONS, verifier=verifier)
+
+
 SMALL = ModelConfig(
     vocab_size=128,
     hidden_size=32,
@@ -100,57 +129,37 @@ def test_reward_kind_scores_through_a_saved_rm(small_rms, kind):
     cfg = RewardConfig(
         kind=kind, rm_dir=str(rm_dir), rm_batch=8, repeat_penalty=0.0, rm_max_check=16
     )
-    questions, refs = ["2+3"] * 4, ["5"] * 4
-    responses = ["\\boxed{5}", "\\boxed{6}", "2+3+0=05\n\\boxed{5}", "x"]
-    rewards, correct, stats = score(
-        responses,
-        refs,
-        np.full((2, 2), 3),
-        np.zeros((2, 2), bool),
-        cfg,
-        0,
-        questions=questions,
-        verifier=make_verifier(cfg),
-    )
-    rule = np.array([[1, 0], [1, 0]], np.float32)
-    assert stats["reward/rm_agreement"] == pytest.approx(float((correct == rule).mean()))
-    assert stats["reward/rule_accuracy"] == 0.5
+    rewards, correct, stats = score_responses(cfg)
     if kind == "classic_rm":  # the restored RM gives the saved params' probabilities
-        from k15_jax.model.tokenizer import CharTokenizer
-        from k15_jax.rewards.rm_data import rm_input
-
-        texts = [rm_input(q, r, y, 91) for q, r, y in zip(questions, refs, responses)]
-        want = rm_classic.probabilities(
-            {"decoder": decoder, "head": head}, SMALL, CharTokenizer(), texts, 92
-        )
+        want = classic_probabilities({"decoder": decoder, "head": head}, SMALL)
         np.testing.assert_allclose(rewards.reshape(-1), want, rtol=1e-5)
         np.testing.assert_array_equal(correct.reshape(-1), want >= 0.5)
+        verdict = (want >= 0.5).reshape(2, 2)
     else:  # an untrained CoT RM writes no valid check: reward 0, counted malformed
         assert rewards.tolist() == [[0, 0], [0, 0]] and stats["reward/rm_malformed"] == 4
+        verdict = np.zeros((2, 2), bool)
+    # agreement of the independently derived RM verdicts with the rule's, from the raw texts
+    rule = rule_from_texts()
+    assert stats["reward/rm_agreement"] == pytest.approx(float((verdict == rule).mean()))
+    assert stats["reward/rule_accuracy"] == 0.5
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["classic_rm", "cot_rm"])
 def test_reward_kind_scores_through_the_trained_rm(rm_run, kind):
     cfg = RewardConfig(kind=kind, rm_dir=str(rm_run / "rm"), rm_batch=8, repeat_penalty=0.0)
-    verifier = make_verifier(cfg)
-    responses = ["\\boxed{5}", "\\boxed{6}", "2+3+0=05\n\\boxed{5}", "x"]
-    rewards, correct, stats = score(
-        responses,
-        ["5"] * 4,
-        np.full((2, 2), 3),
-        np.zeros((2, 2), bool),
-        cfg,
-        0,
-        questions=["2+3"] * 4,
-        verifier=verifier,
-    )
+    rewards, correct, stats = score_responses(cfg)
     assert rewards.shape == (2, 2) and set(np.unique(correct)) <= {0.0, 1.0}
     assert np.all((rewards >= 0) & (rewards <= 1))
-    rule = np.array([[1, 0], [1, 0]])
-    assert stats["reward/rm_agreement"] == pytest.approx(float((correct == rule).mean()))
-    if kind == "cot_rm":
+    if kind == "cot_rm":  # no penalties here: the reward is the CoT RM's verdict
         assert np.all(np.isin(rewards, [0.0, 1.0]))
+        verdict = rewards >= 0.5
+    else:  # recomputed from the trained checkpoint's params, not through score
+        params, model_cfg, _ = rm_store.load(str(rm_run / "rm"), "classic_rm")
+        verdict = (classic_probabilities(params, model_cfg) >= 0.5).reshape(2, 2)
+    np.testing.assert_array_equal(correct, verdict)
+    rule = rule_from_texts()
+    assert stats["reward/rm_agreement"] == pytest.approx(float((verdict == rule).mean()))
 
 
 def test_missing_or_wrong_checkpoint_is_a_clear_error(small_rms, tmp_path):
@@ -179,3 +188,12 @@ def test_rl_run_with_cot_rm_logs_agreement(rm_run, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     rl = [r for r in rows if r.get("phase") == "rl"]
     assert len(rl) == 2 and all(0.0 <= r["reward/rm_agreement"] <= 1.0 for r in rl)
+    for r in rl:  # agreement, RM accuracy and rule accuracy over the same responses are tied:
+        # P(rm != rule) lies between |P(rm) - P(rule)| and min(P(rm) + P(rule), 2 - both)
+        rm_acc, rule_acc, disagree = (
+            r["train/accuracy"],
+            r["reward/rule_accuracy"],
+            1.0 - r["reward/rm_agreement"],
+        )
+        assert abs(rm_acc - rule_acc) - 1e-6 <= disagree
+        assert disagree <= min(rm_acc + rule_acc, 2.0 - rm_acc - rule_acc) + 1e-6

@@ -8,7 +8,8 @@ from k15_jax.sharding import MeshConfig, make_mesh, param_shardings
 SHARDED_STEP = """
 import json, numpy as np, jax, jax.numpy as jnp, optax
 from k15_jax.model import ModelConfig, forward, init_params, load_hf, token_logprobs
-from k15_jax.sharding import MeshConfig, make_mesh, param_shardings, shard_batch
+from k15_jax.distributed import global_batch
+from k15_jax.sharding import MeshConfig, make_mesh, param_shardings
 from tests.hf_models import tiny_hf_model
 
 assert len(jax.devices()) == 8
@@ -36,7 +37,7 @@ def close(a, b):  # fp32, relative to the tensor's scale (sums are reordered whe
 mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
 shard = param_shardings(cfg, mesh)
 sp = jax.device_put(params, shard)
-st = shard_batch(tokens, mesh)
+st = global_batch(tokens, mesh)
 fwd = jax.jit(forward, static_argnums=1, in_shardings=(shard, st.sharding),
               out_shardings=jax.sharding.NamedSharding(mesh, jax.P(("data", "fsdp"))))
 logits = fwd(sp, cfg, st)

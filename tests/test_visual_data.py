@@ -11,7 +11,7 @@ from k15_jax.data.images import image_patches, patchify, to_array
 from k15_jax.data.mathvista import load_mathvista
 from k15_jax.data.synthetic import SyntheticConfig, SyntheticSuite, is_eval_prompt
 from k15_jax.data.templates import template
-from k15_jax.data.visual import _GLYPHS, VisualConfig, VisualSuite, render
+from k15_jax.data.visual import GLYPHS, VisualConfig, VisualSuite, render
 from k15_jax.model.config import VisionConfig
 from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.rewards.math import score_math
@@ -35,7 +35,7 @@ def _read_digits(img: Image.Image) -> list[str]:
         while x <= cols[-1]:
             cell = line[:, x : x + 6][:, ::2][::2]  # 10x6 px -> 5x3 dots
             bits = tuple("".join("1" if v else "0" for v in r) for r in cell)
-            match = [ch for ch, g in _GLYPHS.items() if g == bits]
+            match = [ch for ch, g in GLYPHS.items() if g == bits]
             assert len(match) == 1, bits
             text += match[0]
             x += 8

@@ -97,7 +97,8 @@ def row_field(row: dict, key: str) -> str:
     return str(row[key])
 
 
-def _field(row: dict, key: str, path: Path, lineno: int) -> str:
+def required_field(row: dict, key: str, path: Path, lineno: int) -> str:
+    """`row_field`, its error naming the file and line."""
     try:
         return row_field(row, key)
     except RowError as e:
@@ -134,8 +135,8 @@ def load_jsonl_tasks(
         tasks.append(
             Task(
                 id=str(row[id_key]) if row.get(id_key) is not None else f"{source}/{lineno}",
-                prompt=_field(row, prompt_key, path, lineno),
-                reference=_field(row, reference_key, path, lineno),
+                prompt=required_field(row, prompt_key, path, lineno),
+                reference=required_field(row, reference_key, path, lineno),
                 band=str(row.get(band_key) or ""),
                 domain=str(row.get(domain_key) or ""),
                 solution=None if solution is None else str(solution),

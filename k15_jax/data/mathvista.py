@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from k15_jax.data.images import ImageError, load_image
-from k15_jax.data.loaders import Task, _field, read_jsonl
+from k15_jax.data.loaders import Task, read_jsonl, required_field
 
 log = logging.getLogger("k15_jax")
 
@@ -35,7 +35,7 @@ class MathVistaConfig:
 def _prompt(row: dict, path: Path, lineno: int) -> str:
     if row.get("query"):
         return str(row["query"])
-    text = _field(row, "question", path, lineno)
+    text = required_field(row, "question", path, lineno)
     if row.get("question_type") == "multi_choice" and row.get("choices"):
         letters = "ABCDEFGH"
         text += "\nChoices:\n" + "\n".join(
@@ -53,7 +53,7 @@ def load_mathvista(path, images_dir=None, band: str = "mathvista") -> tuple[list
     rows = 0
     for lineno, row in read_jsonl(path, config_key="vision.mathvista.path"):
         rows += 1
-        image_path = root / _field(row, "image", path, lineno)
+        image_path = root / required_field(row, "image", path, lineno)
         try:
             load_image(image_path)
         except ImageError as e:
@@ -65,7 +65,7 @@ def load_mathvista(path, images_dir=None, band: str = "mathvista") -> tuple[list
             Task(
                 id=f"mathvista/{pid}",
                 prompt=_prompt(row, path, lineno),
-                reference=_field(row, "answer", path, lineno),
+                reference=required_field(row, "answer", path, lineno),
                 band=band,
                 domain="vision",
                 meta={

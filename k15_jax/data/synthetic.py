@@ -60,7 +60,7 @@ class _Family:
     apply: Callable[[int, int], int]
 
 
-def _n_digit_range(n: int) -> tuple[int, int]:
+def n_digit_range(n: int) -> tuple[int, int]:
     return (0, 9) if n == 1 else (10 ** (n - 1), 10**n - 1)
 
 
@@ -75,7 +75,7 @@ def _mul_step(da: int, m: int, carry: int) -> tuple[str, int]:
 
 
 FAMILIES = {
-    "add": _Family("addition", "+", _n_digit_range, _add_step, lambda a, b: a + b),
+    "add": _Family("addition", "+", n_digit_range, _add_step, lambda a, b: a + b),
     "mul": _Family("multiplication", "*", lambda n: (2, 9), _mul_step, lambda a, b: a * b),
 }
 
@@ -137,14 +137,14 @@ def is_eval_prompt(prompt: str, eval_fraction: float) -> bool:
     return h < eval_fraction * 2**64
 
 
-def _stable_int(text: str) -> int:
+def stable_int(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
 
 
 def _band_space(band: str) -> tuple[int, int, int, int]:
     """(lo_a, n_a, lo_b, n_b): problem k is (lo_a + k // n_b, lo_b + k % n_b)."""
     family, n = parse_band(band)
-    lo_a, hi_a = _n_digit_range(n)
+    lo_a, hi_a = n_digit_range(n)
     lo_b, hi_b = FAMILIES[family].b_range(n)
     return lo_a, hi_a - lo_a + 1, lo_b, hi_b - lo_b + 1
 
@@ -158,25 +158,27 @@ def _draw_unique(band: str, count: int, rng: np.random.Generator, want_eval: boo
     """Up to `count` distinct tasks of one side of the split, in a seeded random order."""
     _, n_a, _, n_b = _band_space(band)
     size = n_a * n_b
-    out, seen = [], set()
-    if size <= _ENUMERATE_BELOW:
-        for k in rng.permutation(size):
-            t = _task_at(band, int(k))
-            if is_eval_prompt(t.prompt, frac) == want_eval:
-                out.append(t)
-                if len(out) == count:
-                    break
-        return out
-    while len(out) < count:
-        for k in rng.integers(0, size, size=4 * count):
-            if int(k) in seen:
-                continue
-            seen.add(int(k))
-            t = _task_at(band, int(k))
-            if is_eval_prompt(t.prompt, frac) == want_eval:
-                out.append(t)
-                if len(out) == count:
-                    break
+
+    def indices():  # distinct candidates, drawn batch by batch as the loop below asks
+        if size <= _ENUMERATE_BELOW:
+            yield from (int(k) for k in rng.permutation(size))
+            return
+        if count < 1:
+            return
+        seen = set()
+        while True:
+            for k in rng.integers(0, size, size=4 * count):
+                if int(k) not in seen:
+                    seen.add(int(k))
+                    yield int(k)
+
+    out = []
+    for k in indices():
+        t = _task_at(band, k)
+        if is_eval_prompt(t.prompt, frac) == want_eval:
+            out.append(t)
+            if len(out) == count:
+                break
     return out
 
 
@@ -215,7 +217,7 @@ class SyntheticSuite:
     def eval_tasks(self, band: str) -> list[Task]:
         """The band's held-out problems: fixed by eval_seed, never drawn for training."""
         if band not in self._eval:
-            rng = np.random.default_rng([self.cfg.eval_seed, _stable_int(band), 0])
+            rng = np.random.default_rng([self.cfg.eval_seed, stable_int(band), 0])
             frac = self.cfg.eval_fraction
             self._eval[band] = _draw_unique(band, self.cfg.eval_per_band, rng, True, frac)
         return list(self._eval[band])
@@ -228,7 +230,7 @@ class SyntheticSuite:
         out = []
         for band in bands or self.bands:
             if band not in self._pool:
-                rng = np.random.default_rng([self.cfg.seed, _stable_int(band), 1])
+                rng = np.random.default_rng([self.cfg.seed, stable_int(band), 1])
                 frac = self.cfg.eval_fraction
                 self._pool[band] = _draw_unique(band, self.cfg.pool_per_band, rng, False, frac)
             out.extend(self._pool[band])

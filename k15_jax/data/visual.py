@@ -31,10 +31,10 @@ from PIL import Image, ImageDraw
 
 from k15_jax.data.loaders import Task
 from k15_jax.data.synthetic import (
-    _n_digit_range,
-    _stable_int,
     is_eval_prompt,
     make_task,
+    n_digit_range,
+    stable_int,
     worked_solution,
 )
 
@@ -62,7 +62,7 @@ _COLOURS = {
     "orange": (240, 150, 20),
 }
 # 3x5 glyphs, rows top to bottom
-_GLYPHS = {
+GLYPHS = {
     "0": ("111", "101", "101", "101", "111"),
     "1": ("010", "110", "010", "010", "111"),
     "2": ("111", "001", "111", "100", "111"),
@@ -114,7 +114,7 @@ def parse_visual_band(band: str) -> tuple[str, int]:
 
 def _scene(band: str, seed: int) -> tuple[dict, str]:
     """The scene's drawing parameters and its answer, from (band, seed) only."""
-    rng = np.random.default_rng([_stable_int(band), seed])
+    rng = np.random.default_rng([stable_int(band), seed])
     cells = [int(c) for c in rng.permutation(16)]  # 4x4 grid: objects never overlap
     if band == "count1":
         n = int(rng.integers(1, 4))
@@ -178,7 +178,7 @@ def _draw_text(draw: ImageDraw.ImageDraw, lines: list[str], size: int) -> None:
     for li, text in enumerate(lines):
         x = size - 2 * s - pitch * len(text)
         for ch in text:
-            for row, bits in enumerate(_GLYPHS[ch]):
+            for row, bits in enumerate(GLYPHS[ch]):
                 for col, bit in enumerate(bits):
                     if bit == "1":
                         y0, x0 = top + li * line_h + row * s, x + col * s
@@ -208,7 +208,7 @@ def make_visual_task(band: str, k: int) -> Task:
     """Problem k of a band (a scene seed, or the k-th (a, b) pair for imgadd<n>)."""
     kind, n = parse_visual_band(band)
     if kind == "imgadd":
-        lo, hi = _n_digit_range(n)
+        lo, hi = n_digit_range(n)
         a, b = lo + k // (hi - lo + 1), lo + k % (hi - lo + 1)
         twin = make_task(f"add{n}", a, b)
         meta = {
@@ -258,7 +258,7 @@ def _split_key(band: str, k: int) -> str:
 def _space(band: str) -> int:
     kind, n = parse_visual_band(band)
     if kind == "imgadd":
-        lo, hi = _n_digit_range(n)
+        lo, hi = n_digit_range(n)
         return (hi - lo + 1) ** 2
     return _SCENES
 
@@ -312,7 +312,7 @@ class VisualSuite:
 
     def eval_tasks(self, band: str) -> list[Task]:
         if band not in self._eval:
-            rng = np.random.default_rng([self.cfg.eval_seed, _stable_int(band), 0])
+            rng = np.random.default_rng([self.cfg.eval_seed, stable_int(band), 0])
             self._eval[band] = self._draw(band, self.cfg.eval_per_band, rng, True)
         return list(self._eval[band])
 
@@ -320,7 +320,7 @@ class VisualSuite:
         out = []
         for band in bands or self.bands:
             if band not in self._pool:
-                rng = np.random.default_rng([self.cfg.seed, _stable_int(band), 1])
+                rng = np.random.default_rng([self.cfg.seed, stable_int(band), 1])
                 self._pool[band] = self._draw(band, self.cfg.pool_per_band, rng, False)
             out.extend(self._pool[band])
         return out

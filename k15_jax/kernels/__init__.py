@@ -1,33 +1,30 @@
-"""Pallas attention kernels: flash attention (train/prefill), decode attention, ring attention.
+"""Attention kernels: flash attention (train/prefill), decode attention, ring attention, and
+their plain-jnp references (`reference.py`, also the model's "xla" attention).
 
-On CPU they run in the Pallas interpreter (tests); on GPU they lower through Triton.
+On CPU the Pallas kernels run in the Pallas interpreter (tests); on GPU they lower through
+Triton.
 """
 
-from k15_jax.kernels.decode_attention import (
-    DecodeBlockSizes,
-    decode_attention,
+from k15_jax.kernels.decode_attention import DecodeBlockSizes, decode_attention
+from k15_jax.kernels.flash_attention import flash_attention, flash_attention_lse
+from k15_jax.kernels.flash_plan import FlashBlockSizes
+from k15_jax.kernels.reference import (
+    NEG_LSE,
+    attention_lse_reference,
+    attention_reference,
     decode_attention_reference,
 )
-from k15_jax.kernels.flash_attention import (
-    NEG_LSE,
-    FlashBlockSizes,
-    flash_attention,
-    flash_attention_lse,
-    flash_attention_lse_reference,
-    flash_attention_reference,
-)
-from k15_jax.kernels.ring_attention import ring_attention, ring_attention_reference
+from k15_jax.kernels.ring_attention import ring_attention
 
 __all__ = [
     "NEG_LSE",
     "DecodeBlockSizes",
     "FlashBlockSizes",
+    "attention_lse_reference",
+    "attention_reference",
     "decode_attention",
     "decode_attention_reference",
     "flash_attention",
     "flash_attention_lse",
-    "flash_attention_lse_reference",
-    "flash_attention_reference",
     "ring_attention",
-    "ring_attention_reference",
 ]

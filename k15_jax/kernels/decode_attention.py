@@ -25,13 +25,13 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from k15_jax.kernels.flash_plan import (
-    NEG_INF,
     compiler_params,
     pad_axis,
     padded_head_dim,
     resolve_interpret,
     round_up,
 )
+from k15_jax.kernels.reference import MASK_VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _decode_kernel(q_ref, k_ref, v_ref, len_ref, o_ref, m_ref, l_ref, *, bk, chu
         v = v_ref[pl.ds(off, bk), :]
         s = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
         visible = (start + off + jnp.arange(bk)) < length
-        s = jnp.where(visible[None, :], s * scale, NEG_INF)
+        s = jnp.where(visible[None, :], s * scale, MASK_VALUE)
         m_new = jnp.maximum(m, s.max(-1))
         alpha = jnp.exp(m - m_new)
         p = jnp.where(visible[None, :], jnp.exp(s - m_new[:, None]), 0.0)
@@ -84,7 +84,7 @@ def _decode_kernel(q_ref, k_ref, v_ref, len_ref, o_ref, m_ref, l_ref, *, bk, chu
     hb = q.shape[0]
     init = (
         jnp.zeros(q.shape, jnp.float32),
-        jnp.full((hb,), NEG_INF, jnp.float32),
+        jnp.full((hb,), MASK_VALUE, jnp.float32),
         jnp.zeros((hb,), jnp.float32),
     )
     o, m, l = lax.fori_loop(0, n_blocks, body, init)
@@ -167,20 +167,3 @@ def decode_attention(q, k_cache, v_cache, lengths, *, interpret=None, block_size
     )(qg, kp, vp, jnp.clip(lengths.astype(jnp.int32), 0, S))  # padded slots stay hidden
     out = combine_splits(o, m, l)[:, :, :rep, :Dh]
     return out.reshape(B, H, Dh).astype(q.dtype)
-
-
-def decode_attention_reference(q, k_cache, v_cache, lengths):
-    """Plain-jnp oracle: full softmax over the visible slots, fp32; 0 for empty rows."""
-    B, H, Dh = q.shape
-    S, G = k_cache.shape[1], k_cache.shape[2]
-    qg = q.astype(jnp.float32).reshape(B, G, H // G, Dh)
-    s = jnp.einsum("bgrd,bsgd->bgrs", qg, k_cache.astype(jnp.float32), precision="highest")
-    s = s / math.sqrt(Dh)
-    visible = (jnp.arange(S)[None, :] < lengths[:, None])[:, None, None, :]
-    s = jnp.where(visible, s, -jnp.inf)
-    m = jnp.max(s, -1, keepdims=True)
-    p = jnp.where(visible, jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0)), 0.0)
-    l = p.sum(-1, keepdims=True)
-    p = p / jnp.where(l == 0.0, 1.0, l)
-    o = jnp.einsum("bgrs,bsgd->bgrd", p, v_cache.astype(jnp.float32), precision="highest")
-    return o.reshape(B, H, Dh).astype(q.dtype)

@@ -14,10 +14,6 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-# Finite "minus infinity": exp() of it underflows to 0 and max/subtract never make NaN.
-NEG_INF = -1e30
-# lse reported for rows that see no key (and what ring attention's combine expects).
-NEG_LSE = -1e30
 LOG2E = math.log2(math.e)
 
 
@@ -97,7 +93,7 @@ def pad_axis(x: jax.Array, axis: int, size: int, mode: str = "constant") -> jax.
     return jnp.pad(x, widths, mode=mode)
 
 
-def _dot(a, b, contract=(1, 0)):
+def dot(a, b, contract=(1, 0)):
     """fp32-accumulated matmul; contract=(1, 1): a @ b.T, (0, 0): a.T @ b, (1, 0): a @ b."""
     dims = (((contract[0],), (contract[1],)), ((), ()))
     return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
@@ -196,7 +192,7 @@ def block_ranges(q_seg, k_seg, plan: Plan, batch: int):
     return bounds(keep, full), bounds(*(jnp.swapaxes(x, 1, 2) for x in (keep, full)))
 
 
-def _block_loop(bound_refs, body, carry):
+def block_loop(bound_refs, body, carry):
     """body(i, carry, masked) over [lo, flo) masked, [flo, fhi) unmasked, [fhi, hi) masked."""
     lo, flo, fhi, hi = (r[()] for r in bound_refs)
     carry = lax.fori_loop(lo, flo, functools.partial(body, masked=True), carry)
@@ -204,7 +200,7 @@ def _block_loop(bound_refs, body, carry):
     return lax.fori_loop(fhi, hi, functools.partial(body, masked=True), carry)
 
 
-def _prepare(plan: Plan, q_like, kv_like, q_seg, k_seg, head_dim_pad):
+def prepare_inputs(plan: Plan, q_like, kv_like, q_seg, k_seg, head_dim_pad):
     """Pads [B, T, heads, Dh] arrays to the plan's lengths and Dh to head_dim_pad; segment ids
     (zeros when absent, then unused) with edge values so block min/max stay unchanged."""
     q_like = [pad_axis(pad_axis(x, 1, plan.q_pad), 3, head_dim_pad) for x in q_like]

@@ -14,7 +14,8 @@ Pallas backward kernels with the global lse and delta, and after n hops the accu
 home. Memory per device is O(T / n); no step's K/V is kept for the backward.
 
 Shapes: B batch, T tokens (divisible by n), H query heads, G kv heads, Dh head dim.
-Other mesh axes are treated as replicated by this call.
+Other mesh axes are treated as replicated by this call. Reference: `attention_reference` on
+the gathered sequence (`k15_jax.kernels.reference`).
 """
 
 from __future__ import annotations
@@ -27,16 +28,11 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from k15_jax.kernels.flash_attention import (
-    NEG_LSE,
-    FlashBlockSizes,
-    check_qkv,
-    flash_attention_reference,
-    flash_backward,
-    flash_forward,
-    resolve_interpret,
-    row_delta,
-)
+from k15_jax.kernels.flash_attention import check_qkv
+from k15_jax.kernels.flash_backward import flash_backward, row_delta
+from k15_jax.kernels.flash_forward import flash_forward
+from k15_jax.kernels.flash_plan import FlashBlockSizes, resolve_interpret
+from k15_jax.kernels.reference import NEG_LSE
 
 _SKIP, _DIAG, _FULL = 0, 1, 2
 
@@ -48,33 +44,25 @@ def _kind(src, me, causal):
     return jnp.where(src == me, _DIAG, jnp.where(src < me, _FULL, _SKIP)).astype(jnp.int32)
 
 
-def _ring_forward(q, k, v, seg, *, axis_name, n, causal, block_sizes, interpret):
+def _branches(skip, run):
+    """lax.switch branches in `_kind` order; run(k_c, v_c, ks_c, causal) attends one chunk."""
+    return [skip, lambda *kv: run(*kv, True), lambda *kv: run(*kv, False)]
+
+
+def _ring_forward(q, k, v, seg, axis_name, n, causal, block_sizes, interpret):
     """Local chunks q [B, C, H, Dh], k/v [B, C, G, Dh], seg [B, C] or None -> o (fp32), lse."""
     me = lax.axis_index(axis_name)
     perm = [(j, (j + 1) % n) for j in range(n)]
     B, C, H, _ = q.shape
+    kw = dict(window=None, block_sizes=block_sizes, interpret=interpret, out_dtype=jnp.float32)
 
-    def attend(kind_causal):
-        def f(k_c, v_c, ks_c):
-            return flash_forward(
-                q,
-                k_c,
-                v_c,
-                seg,
-                ks_c,
-                causal=kind_causal,
-                window=None,
-                block_sizes=block_sizes,
-                interpret=interpret,
-                out_dtype=jnp.float32,
-            )
-
-        return f
+    def run(k_c, v_c, ks_c, kind_causal):
+        return flash_forward(q, k_c, v_c, seg, ks_c, causal=kind_causal, **kw)
 
     def skip(k_c, v_c, ks_c):
         return jnp.zeros(q.shape, jnp.float32), jnp.full((B, H, C), NEG_LSE, jnp.float32)
 
-    branches = [skip, attend(True), attend(False)]
+    branches = _branches(skip, run)
 
     def accumulate(s, kv, acc):
         o, lse = acc
@@ -95,36 +83,20 @@ def _ring_forward(q, k, v, seg, *, axis_name, n, causal, block_sizes, interpret)
     return accumulate(n - 1, kv, acc)
 
 
-def _ring_backward(q, k, v, seg, o, lse, do, *, axis_name, n, causal, block_sizes, interpret):
+def _ring_backward(q, k, v, seg, o, lse, do, axis_name, n, causal, block_sizes, interpret):
     me = lax.axis_index(axis_name)
     perm = [(j, (j + 1) % n) for j in range(n)]
     delta = row_delta(o, do)
+    kw = dict(window=None, block_sizes=block_sizes, interpret=interpret, out_dtype=jnp.float32)
 
-    def grads(kind_causal):
-        def f(k_c, v_c, ks_c):
-            return flash_backward(
-                q,
-                k_c,
-                v_c,
-                seg,
-                ks_c,
-                lse,
-                do,
-                delta,
-                causal=kind_causal,
-                window=None,
-                block_sizes=block_sizes,
-                interpret=interpret,
-                out_dtype=jnp.float32,
-            )
-
-        return f
+    def run(k_c, v_c, ks_c, kind_causal):
+        return flash_backward(q, k_c, v_c, seg, ks_c, lse, do, delta, causal=kind_causal, **kw)
 
     def skip(k_c, v_c, ks_c):
         z = lambda x: jnp.zeros(x.shape, jnp.float32)
         return z(q), z(k_c), z(v_c)
 
-    branches = [skip, grads(True), grads(False)]
+    branches = _branches(skip, run)
 
     def accumulate(s, kv, dkv, dq):
         dq_b, dk_b, dv_b = lax.switch(_kind((me - s) % n, me, causal), branches, *kv)
@@ -146,52 +118,19 @@ def _ring_backward(q, k, v, seg, o, lse, do, *, axis_name, n, causal, block_size
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
 def _ring(q, k, v, seg, axis_name, n, causal, block_sizes, interpret):
-    o, _ = _ring_forward(
-        q,
-        k,
-        v,
-        seg,
-        axis_name=axis_name,
-        n=n,
-        causal=causal,
-        block_sizes=block_sizes,
-        interpret=interpret,
-    )
-    return o.astype(q.dtype)
+    return _ring_fwd(q, k, v, seg, axis_name, n, causal, block_sizes, interpret)[0]
 
 
-def _ring_fwd(q, k, v, seg, axis_name, n, causal, block_sizes, interpret):
-    o, lse = _ring_forward(
-        q,
-        k,
-        v,
-        seg,
-        axis_name=axis_name,
-        n=n,
-        causal=causal,
-        block_sizes=block_sizes,
-        interpret=interpret,
-    )
+def _ring_fwd(q, k, v, seg, *statics):
+    """statics: (axis_name, n, causal, block_sizes, interpret), `_ring`'s static arguments."""
+    o, lse = _ring_forward(q, k, v, seg, *statics)
     o = o.astype(q.dtype)
     return o, (q, k, v, seg, o, lse)
 
 
-def _ring_bwd(axis_name, n, causal, block_sizes, interpret, res, do):
-    q, k, v, seg, o, lse = res
-    dq, dk, dv = _ring_backward(
-        q,
-        k,
-        v,
-        seg,
-        o,
-        lse,
-        do.astype(q.dtype),
-        axis_name=axis_name,
-        n=n,
-        causal=causal,
-        block_sizes=block_sizes,
-        interpret=interpret,
-    )
+def _ring_bwd(*args):
+    *statics, (q, k, v, seg, o, lse), do = args
+    dq, dk, dv = _ring_backward(q, k, v, seg, o, lse, do.astype(q.dtype), *statics)
     return dq, dk, dv, None
 
 
@@ -258,8 +197,3 @@ def _place(x, mesh, axis_name, spec):
     if axis_type == AxisType.Explicit:
         return jax.reshard(x, sharding)
     return lax.with_sharding_constraint(x, sharding)
-
-
-def ring_attention_reference(q, k, v, *, causal=True, segment_ids=None):
-    """Single-device plain-jnp oracle for ring_attention."""
-    return flash_attention_reference(q, k, v, causal=causal, segment_ids=segment_ids)

@@ -28,15 +28,19 @@ _ST_DTYPES = {
     "BOOL": np.bool_,
 }
 
-# params leaf -> (HF name within a layer, how the HF matrix maps to ours)
-_LAYER_NAMES = {
-    "attn_norm": ("input_layernorm.weight", "copy"),
+# HF's attention projections, named alike in the decoders and in SigLIP's tower
+QKV_HF_NAMES = {
     "wq": ("self_attn.q_proj.weight", "in_heads"),
     "wk": ("self_attn.k_proj.weight", "in_heads"),
     "wv": ("self_attn.v_proj.weight", "in_heads"),
     "bq": ("self_attn.q_proj.bias", "bias_heads"),
     "bk": ("self_attn.k_proj.bias", "bias_heads"),
     "bv": ("self_attn.v_proj.bias", "bias_heads"),
+}
+# params leaf -> (HF name within a layer, how the HF matrix maps to ours)
+_LAYER_NAMES = {
+    "attn_norm": ("input_layernorm.weight", "copy"),
+    **QKV_HF_NAMES,
     "wo": ("self_attn.o_proj.weight", "out_heads"),
     "mlp_norm": ("post_attention_layernorm.weight", "copy"),
     "w_gate": ("mlp.gate_proj.weight", "transpose"),
@@ -65,7 +69,7 @@ def _to_ours(x: np.ndarray, how: str, shape: tuple[int, ...]) -> np.ndarray:
     raise ValueError(how)
 
 
-def _to_hf(x: np.ndarray, how: str) -> np.ndarray:
+def to_hf_layout(x: np.ndarray, how: str) -> np.ndarray:
     if how == "copy":
         return x
     if how == "transpose":
@@ -80,7 +84,7 @@ def _to_hf(x: np.ndarray, how: str) -> np.ndarray:
 
 
 def _hf_shape(our_shape: tuple[int, ...], how: str) -> tuple[int, ...]:
-    return _to_hf(np.empty(our_shape, np.uint8), how).shape
+    return to_hf_layout(np.empty(our_shape, np.uint8), how).shape
 
 
 class SafetensorsDir:
@@ -296,12 +300,12 @@ def export_hf(params: dict, cfg: ModelConfig, path, *, max_shard_bytes: int = 2 
     tensors: dict[str, np.ndarray] = {}
     for key, (name, how) in _TOP_NAMES.items():
         if key in params:
-            tensors[name] = _to_hf(np.asarray(jax.device_get(params[key])), how)
+            tensors[name] = to_hf_layout(np.asarray(jax.device_get(params[key])), how)
     for key, (name, how) in _LAYER_NAMES.items():
         if key in params["layers"]:
             stacked = np.asarray(jax.device_get(params["layers"][key]))
             for i in range(cfg.num_layers):
-                tensors[f"model.layers.{i}.{name}"] = _to_hf(stacked[i], how)
+                tensors[f"model.layers.{i}.{name}"] = to_hf_layout(stacked[i], how)
     cpu = jax.devices("cpu")[0]
     tensors = {k: jnp.asarray(np.ascontiguousarray(v), device=cpu) for k, v in tensors.items()}
     shards, current, size = [], {}, 0

@@ -11,7 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from k15_jax.model.config import ModelConfig
+from k15_jax.model.config import ModelConfig, VisionConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +51,60 @@ def param_specs(cfg: ModelConfig) -> dict:
     if not cfg.tie_embeddings:
         specs["lm_head"] = ParamSpec((D, V), ("embed", "vocab"), "normal", D)
     if cfg.vision is not None:  # the image encoder and projector (model/vit.py)
-        from k15_jax.model.vit import vision_param_specs
-
         specs["vision"] = vision_param_specs(cfg.vision, D)
     return specs
+
+
+def vision_param_specs(v: VisionConfig, model_dim: int) -> dict:
+    """params["vision"]: {"tower": SigLIP vision tower, "projector": 2-layer MLP to D}.
+
+    Letters as in model/vit.py: L ViT layers, E width, F MLP dim, H heads, K head dim,
+    C patch dim, P patches per image, D decoder width.
+    """
+    L, E, F, H = v.num_layers, v.hidden_size, v.intermediate_size, v.num_heads
+    K, C, P, D = E // H, v.patch_dim, v.num_patches, model_dim
+    vec = lambda init: ParamSpec((L, E), ("layers", "vit_embed"), init)
+    layers = {
+        "ln1_scale": vec("ones"),
+        "ln1_bias": vec("zeros"),
+        "wq": ParamSpec(
+            (L, E, H, K), ("layers", "vit_embed", "vit_heads", "head_dim"), "normal", E
+        ),
+        "wk": ParamSpec(
+            (L, E, H, K), ("layers", "vit_embed", "vit_heads", "head_dim"), "normal", E
+        ),
+        "wv": ParamSpec(
+            (L, E, H, K), ("layers", "vit_embed", "vit_heads", "head_dim"), "normal", E
+        ),
+        "bq": ParamSpec((L, H, K), ("layers", "vit_heads", "head_dim"), "zeros"),
+        "bk": ParamSpec((L, H, K), ("layers", "vit_heads", "head_dim"), "zeros"),
+        "bv": ParamSpec((L, H, K), ("layers", "vit_heads", "head_dim"), "zeros"),
+        "wo": ParamSpec(
+            (L, H, K, E), ("layers", "vit_heads", "head_dim", "vit_embed"), "normal", E
+        ),
+        "bo": vec("zeros"),
+        "ln2_scale": vec("ones"),
+        "ln2_bias": vec("zeros"),
+        "fc1": ParamSpec((L, E, F), ("layers", "vit_embed", "vit_mlp"), "normal", E),
+        "fc1_bias": ParamSpec((L, F), ("layers", "vit_mlp"), "zeros"),
+        "fc2": ParamSpec((L, F, E), ("layers", "vit_mlp", "vit_embed"), "normal", F),
+        "fc2_bias": vec("zeros"),
+    }
+    tower = {
+        "patch_embed": ParamSpec((C, E), ("vit_patch", "vit_embed"), "normal", C),
+        "patch_bias": ParamSpec((E,), ("vit_embed",), "zeros"),
+        "pos_embed": ParamSpec((P, E), ("vit_positions", "vit_embed"), "normal", E),
+        "layers": layers,
+        "post_norm_scale": ParamSpec((E,), ("vit_embed",), "ones"),
+        "post_norm_bias": ParamSpec((E,), ("vit_embed",), "zeros"),
+    }
+    projector = {
+        "w1": ParamSpec((E, D), ("vit_embed", "embed"), "normal", E),
+        "b1": ParamSpec((D,), ("embed",), "zeros"),
+        "w2": ParamSpec((D, D), ("embed", "embed"), "normal", D),
+        "b2": ParamSpec((D,), ("embed",), "zeros"),
+    }
+    return {"tower": tower, "projector": projector}
 
 
 def _is_spec(x) -> bool:

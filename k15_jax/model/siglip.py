@@ -18,18 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from k15_jax.model.config import VisionConfig
-from k15_jax.model.hf import SafetensorsDir, _to_hf  # same layout moves as the decoder's
+from k15_jax.model.hf import (
+    QKV_HF_NAMES,
+    SafetensorsDir,
+    to_hf_layout,
+)  # same layout moves as the decoder's
 
 # our layer leaf -> (HF name within a layer, layout change)
 _LAYER = {
     "ln1_scale": ("layer_norm1.weight", "copy"),
     "ln1_bias": ("layer_norm1.bias", "copy"),
-    "wq": ("self_attn.q_proj.weight", "in_heads"),
-    "wk": ("self_attn.k_proj.weight", "in_heads"),
-    "wv": ("self_attn.v_proj.weight", "in_heads"),
-    "bq": ("self_attn.q_proj.bias", "bias_heads"),
-    "bk": ("self_attn.k_proj.bias", "bias_heads"),
-    "bv": ("self_attn.v_proj.bias", "bias_heads"),
+    **QKV_HF_NAMES,
     "wo": ("self_attn.out_proj.weight", "out_heads"),
     "bo": ("self_attn.out_proj.bias", "copy"),
     "ln2_scale": ("layer_norm2.weight", "copy"),
@@ -159,7 +158,7 @@ def export_siglip(vision: dict, v: VisionConfig, path) -> None:
     }
     for key, (name, how) in _LAYER.items():
         for i in range(v.num_layers):
-            out[f"{pre}encoder.layers.{i}.{name}"] = _to_hf(tower["layers"][key][i], how)
+            out[f"{pre}encoder.layers.{i}.{name}"] = to_hf_layout(tower["layers"][key][i], how)
     save_file(
         {k: np.ascontiguousarray(x) for k, x in out.items()},
         path / "model.safetensors",

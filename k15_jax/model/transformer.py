@@ -55,7 +55,7 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
     return t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
 
 
-def _qkv(cfg: ModelConfig, layer: dict, h: jax.Array, positions: jax.Array):
+def qkv_projections(cfg: ModelConfig, layer: dict, h: jax.Array, positions: jax.Array):
     """Projections and rotary embedding. h: [B, T, D] -> q [B,T,H,Dh], k, v [B,T,G,Dh]."""
     q = jnp.einsum("btd,dhk->bthk", h, layer["wq"].astype(h.dtype))
     k = jnp.einsum("btd,dgk->btgk", h, layer["wk"].astype(h.dtype))
@@ -68,7 +68,7 @@ def _qkv(cfg: ModelConfig, layer: dict, h: jax.Array, positions: jax.Array):
     return apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq), v
 
 
-def _attn_out_and_mlp(cfg: ModelConfig, layer: dict, x: jax.Array, attn: jax.Array):
+def attn_out_and_mlp(cfg: ModelConfig, layer: dict, x: jax.Array, attn: jax.Array):
     """Output projection, residual, SwiGLU MLP, residual. attn: [B, T, H, Dh]."""
     x = x + jnp.einsum("bthk,hkd->btd", attn, layer["wo"].astype(x.dtype))
     h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
@@ -77,7 +77,7 @@ def _attn_out_and_mlp(cfg: ModelConfig, layer: dict, x: jax.Array, attn: jax.Arr
     return x + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, layer["w_down"].astype(h.dtype))
 
 
-def _embed(params: dict, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
+def embed_tokens(params: dict, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
     return params["embed"][tokens].astype(jnp.dtype(cfg.dtype))
 
 
@@ -145,7 +145,7 @@ def forward_hidden(
     their projected features replace the embeddings of the image placeholder tokens.
     """
     positions = _default_positions(tokens, positions, segment_ids)
-    x0 = _embed(params, cfg, tokens)
+    x0 = embed_tokens(params, cfg, tokens)
     if images is not None:
         from k15_jax.model.multimodal import embed_with_images
 
@@ -153,11 +153,11 @@ def forward_hidden(
 
     def block(x, layer):
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(cfg, layer, h, positions)
+        q, k, v = qkv_projections(cfg, layer, h, positions)
         a = attention(
             q, k, v, causal=True, segment_ids=segment_ids, implementation=cfg.attention_impl
         )
-        return _attn_out_and_mlp(cfg, layer, x, a), (k, v) if return_kv else None
+        return attn_out_and_mlp(cfg, layer, x, a), (k, v) if return_kv else None
 
     x, kv = jax.lax.scan(REMAT[cfg.remat](block), x0, params["layers"])
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
@@ -221,15 +221,15 @@ def decode_step(
         x, ck, cv = carry
         layer, i = xs
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(cfg, layer, h, positions)
+        q, k, v = qkv_projections(cfg, layer, h, positions)
         ck = ck.at[i, batch_idx, cache["lengths"]].set(k[:, 0].astype(ck.dtype))
         cv = cv.at[i, batch_idx, cache["lengths"]].set(v[:, 0].astype(cv.dtype))
         a = decode_attention(
             q[:, 0], ck[i], cv[i], cache["lengths"] + 1, implementation=cfg.attention_impl
         )
-        return (_attn_out_and_mlp(cfg, layer, x, a[:, None]), ck, cv), None
+        return (attn_out_and_mlp(cfg, layer, x, a[:, None]), ck, cv), None
 
-    x0 = _embed(params, cfg, tokens[:, None])
+    x0 = embed_tokens(params, cfg, tokens[:, None])
     xs = (params["layers"], jnp.arange(cfg.num_layers))
     (x, ck, cv), _ = jax.lax.scan(block, (x0, cache["k"], cache["v"]), xs)
     x = rms_norm(x[:, 0], params["final_norm"], cfg.rms_norm_eps)

@@ -9,61 +9,13 @@ D decoder width, L ViT layers (stacked and scanned like the decoder's).
     features = LN_post(x);  projected = w2 @ gelu(w1 @ features)      [N, P, D]
 
 Learned position embeddings, one per patch (SigLIP's, so a pretrained tower loads as is).
+The parameters are declared with the decoder's in `params.vision_param_specs`.
 """
 
 import jax
 import jax.numpy as jnp
 
 from k15_jax.model.config import VisionConfig
-from k15_jax.model.params import ParamSpec
-
-
-def vision_param_specs(v: VisionConfig, model_dim: int) -> dict:
-    """params["vision"]: {"tower": SigLIP vision tower, "projector": 2-layer MLP to D}."""
-    L, E, F, H = v.num_layers, v.hidden_size, v.intermediate_size, v.num_heads
-    K, C, P, D = E // H, v.patch_dim, v.num_patches, model_dim
-    vec = lambda init: ParamSpec((L, E), ("layers", "vit_embed"), init)
-    layers = {
-        "ln1_scale": vec("ones"),
-        "ln1_bias": vec("zeros"),
-        "wq": ParamSpec(
-            (L, E, H, K), ("layers", "vit_embed", "vit_heads", "head_dim"), "normal", E
-        ),
-        "wk": ParamSpec(
-            (L, E, H, K), ("layers", "vit_embed", "vit_heads", "head_dim"), "normal", E
-        ),
-        "wv": ParamSpec(
-            (L, E, H, K), ("layers", "vit_embed", "vit_heads", "head_dim"), "normal", E
-        ),
-        "bq": ParamSpec((L, H, K), ("layers", "vit_heads", "head_dim"), "zeros"),
-        "bk": ParamSpec((L, H, K), ("layers", "vit_heads", "head_dim"), "zeros"),
-        "bv": ParamSpec((L, H, K), ("layers", "vit_heads", "head_dim"), "zeros"),
-        "wo": ParamSpec(
-            (L, H, K, E), ("layers", "vit_heads", "head_dim", "vit_embed"), "normal", E
-        ),
-        "bo": vec("zeros"),
-        "ln2_scale": vec("ones"),
-        "ln2_bias": vec("zeros"),
-        "fc1": ParamSpec((L, E, F), ("layers", "vit_embed", "vit_mlp"), "normal", E),
-        "fc1_bias": ParamSpec((L, F), ("layers", "vit_mlp"), "zeros"),
-        "fc2": ParamSpec((L, F, E), ("layers", "vit_mlp", "vit_embed"), "normal", F),
-        "fc2_bias": vec("zeros"),
-    }
-    tower = {
-        "patch_embed": ParamSpec((C, E), ("vit_patch", "vit_embed"), "normal", C),
-        "patch_bias": ParamSpec((E,), ("vit_embed",), "zeros"),
-        "pos_embed": ParamSpec((P, E), ("vit_positions", "vit_embed"), "normal", E),
-        "layers": layers,
-        "post_norm_scale": ParamSpec((E,), ("vit_embed",), "ones"),
-        "post_norm_bias": ParamSpec((E,), ("vit_embed",), "zeros"),
-    }
-    projector = {
-        "w1": ParamSpec((E, D), ("vit_embed", "embed"), "normal", E),
-        "b1": ParamSpec((D,), ("embed",), "zeros"),
-        "w2": ParamSpec((D, D), ("embed", "embed"), "normal", D),
-        "b2": ParamSpec((D,), ("embed",), "zeros"),
-    }
-    return {"tower": tower, "projector": projector}
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
@@ -80,6 +32,9 @@ def _vit_block(v: VisionConfig, x: jax.Array, layer: dict) -> jax.Array:
     q = jnp.einsum("npe,ehk->nphk", h, layer["wq"].astype(h.dtype)) + layer["bq"].astype(h.dtype)
     k = jnp.einsum("npe,ehk->nphk", h, layer["wk"].astype(h.dtype)) + layer["bk"].astype(h.dtype)
     w = jnp.einsum("npe,ehk->nphk", h, layer["wv"].astype(h.dtype)) + layer["bv"].astype(h.dtype)
+    # Unmasked bidirectional attention, kept apart from the decoder's masked reference
+    # (kernels/reference.py): same values, but not the same ops, and the tower's numerics
+    # are those checked against transformers' SigLIP.
     scale = q.shape[-1] ** -0.5
     scores = jnp.einsum("nqhk,nshk->nhqs", q, k, preferred_element_type=jnp.float32) * scale
     probs = jax.nn.softmax(scores, axis=-1).astype(w.dtype)

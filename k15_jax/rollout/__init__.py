@@ -8,8 +8,7 @@ adapter is `k15_jax.rollout.jetstream_engine`.
 from k15_jax.rollout.buffer import RolloutBuffer, Trajectory
 from k15_jax.rollout.driver import collect
 from k15_jax.rollout.engine import RolloutEngine, make_engine
-from k15_jax.rollout.handover import handover, timed_handover, to_device, to_host
-from k15_jax.rollout.mismatch import logprob_mismatch, mismatch_metrics
+from k15_jax.rollout.handover import handover, timed_handover
 from k15_jax.rollout.types import (
     FINISH_EOS,
     FINISH_LENGTH,
@@ -33,10 +32,6 @@ __all__ = [
     "check_rollout_config",
     "collect",
     "handover",
-    "logprob_mismatch",
     "make_engine",
-    "mismatch_metrics",
     "timed_handover",
-    "to_device",
-    "to_host",
 ]

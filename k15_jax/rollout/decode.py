@@ -16,16 +16,15 @@ Projections, MLP, norms and rope are the model's own functions, so numerics matc
 import jax
 import jax.numpy as jnp
 
+from k15_jax.kernels.reference import MASK_VALUE
 from k15_jax.model.config import ModelConfig
 from k15_jax.model.transformer import (
-    _attn_out_and_mlp,
-    _embed,
-    _qkv,
+    attn_out_and_mlp,
+    embed_tokens,
     logits_from_hidden,
+    qkv_projections,
     rms_norm,
 )
-
-_NEG = -1e30
 
 
 def attend(q, k_cache, v_cache, k_new, v_new, lengths):
@@ -33,6 +32,9 @@ def attend(q, k_cache, v_cache, k_new, v_new, lengths):
 
     q [S, H, Dh]; k_cache, v_cache [S, G, C, Dh]; k_new, v_new [S, G, Dh]; lengths [S].
     Returns [S, H, Dh] in q's dtype; scores and softmax in float32.
+
+    `decode_attention_reference` (k15_jax.kernels.reference) fused with the append: the new
+    key joins the softmax without being written into the cache first (see the module doc).
     """
     S, H, Dh = q.shape
     G, C = k_cache.shape[1], k_cache.shape[2]
@@ -42,7 +44,7 @@ def attend(q, k_cache, v_cache, k_new, v_new, lengths):
     sn = jnp.einsum("sgrd,sgd->sgr", qg, k_new, preferred_element_type=jnp.float32)[..., None]
     sn = sn * scale
     mask = (jnp.arange(C)[None, :] < lengths[:, None])[:, None, None, :]
-    sc = jnp.where(mask, sc, _NEG)
+    sc = jnp.where(mask, sc, MASK_VALUE)
     m = jnp.maximum(jnp.max(sc, axis=-1, keepdims=True), sn)
     pc = jnp.where(mask, jnp.exp(sc - m), 0.0)
     pn = jnp.exp(sn - m)
@@ -69,33 +71,25 @@ def decode_layers(params: dict, cfg: ModelConfig, tokens, k, v, lengths, span=No
         if span is not None:
             ck, cv = ck[:, :, :span], cv[:, :, :span]
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
-        q, kn, vn = _qkv(cfg, layer, h, positions)
+        q, kn, vn = qkv_projections(cfg, layer, h, positions)
         kn, vn = kn[:, 0].astype(ck.dtype), vn[:, 0].astype(cv.dtype)
         a = attend(q[:, 0], ck, cv, kn, vn, lengths)
-        return _attn_out_and_mlp(cfg, layer, x, a[:, None]), (kn, vn)
+        return attn_out_and_mlp(cfg, layer, x, a[:, None]), (kn, vn)
 
-    x0 = _embed(params, cfg, tokens[:, None])
+    x0 = embed_tokens(params, cfg, tokens[:, None])
     x, (kn, vn) = jax.lax.scan(block, x0, (params["layers"], k, v))
     x = rms_norm(x[:, 0], params["final_norm"], cfg.rms_norm_eps)
     return logits_from_hidden(params, cfg, x), kn, vn
 
 
 def write_kv(k, v, k_new, v_new, positions):
-    """Writes k_new, v_new [L, S, G, Dh] at cache positions [S] of k, v [L, S, G, C, Dh]."""
+    """Writes k_new, v_new [L, S, G, Dh] at cache positions [S] of k, v [L, S, G, C, Dh].
+
+    The engine defers the write to the start of the next step: XLA then updates the
+    loop-carried cache in place instead of keeping the old cache alive for the layer scan.
+    """
     slots = jnp.arange(positions.shape[0])
     # advanced indices (slots, positions) around a slice put their dim first: [S, L, G, Dh]
     k = k.at[:, slots, :, positions].set(k_new.transpose(1, 0, 2, 3))
     v = v.at[:, slots, :, positions].set(v_new.transpose(1, 0, 2, 3))
     return k, v
-
-
-def decode_step(params: dict, cfg: ModelConfig, tokens, k, v, lengths):
-    """`decode_layers` then `write_kv` at lengths: (logits [S, V], k, v).
-
-    In a decode loop, prefer deferring the write to the start of the next step (as the
-    engine does): XLA then updates the loop-carried cache in place instead of keeping the
-    old cache alive for the layer scan.
-    """
-    logits, kn, vn = decode_layers(params, cfg, tokens, k, v, lengths)
-    k, v = write_kv(k, v, kn, vn, lengths)
-    return logits, k, v

@@ -27,6 +27,7 @@ import numpy as np
 
 from k15_jax.rollout import repeat
 from k15_jax.rollout.buffer import RolloutBuffer, Trajectory
+from k15_jax.rollout.requests import check_buffer, check_collect_cfg, check_images, parse_requests
 from k15_jax.rollout.sampling import trajectory_keys
 from k15_jax.rollout.steps import prefill_chunks
 from k15_jax.rollout.types import (
@@ -38,113 +39,6 @@ from k15_jax.rollout.types import (
     RolloutConfig,
     Rollouts,
 )
-
-# Options that are compiled into the engine; `collect` may only change the others.
-_ENGINE_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "greedy",
-    "max_new_tokens",
-    "max_prompt_len",
-    "slots",
-    "repeat_ngram",
-    "repeat_min_repeats",
-    "repeat_window",
-    "stop_on_repeat",
-)
-
-
-def _check_cfg(engine, cfg: RolloutConfig) -> None:
-    for f in _ENGINE_FIELDS:
-        if getattr(cfg, f) != getattr(engine.cfg, f):
-            raise ValueError(
-                f"collect: rollout.{f}={getattr(cfg, f)!r} differs from the engine's "
-                f"{getattr(engine.cfg, f)!r}; build the engine (make_engine) with this config"
-            )
-    if cfg.budget_tokens < 1 or cfg.steps_per_sync < 1:
-        raise ValueError("rollout.budget_tokens and rollout.steps_per_sync must be >= 1")
-
-
-def _parse_requests(requests, cfg: RolloutConfig, vocab: int, taken: set[str]):
-    """Validates every request before any work, so none is half-processed or dropped."""
-    out, seen = [], set(taken)
-    for i, req in enumerate(requests):
-        if len(req) not in (2, 3):
-            raise ValueError(
-                f"request {i}: expected (request_id, prompt_tokens) or "
-                f"(request_id, prompt_tokens, max_new_tokens), got {len(req)} fields"
-            )
-        rid, prompt = str(req[0]), np.asarray(req[1], np.int64).reshape(-1)
-        max_new = int(req[2]) if len(req) == 3 else cfg.max_new_tokens
-        if rid in seen:
-            raise ValueError(
-                f"request id {rid!r} appears twice (in this batch or in the partial-rollout "
-                "buffer); request ids must be unique across iterations"
-            )
-        seen.add(rid)
-        if prompt.size == 0:
-            raise ValueError(
-                f"request {rid!r} has an empty prompt; every prompt needs at least one "
-                "token (e.g. BOS)"
-            )
-        if prompt.size > cfg.max_prompt_len:
-            raise ValueError(
-                f"request {rid!r}: prompt of {prompt.size} tokens exceeds "
-                f"rollout.max_prompt_len={cfg.max_prompt_len}; raise rollout.max_prompt_len "
-                "or shorten the prompt"
-            )
-        if prompt.min() < 0 or prompt.max() >= vocab:
-            raise ValueError(
-                f"request {rid!r}: token ids must be in [0, {vocab}) (model.vocab_size), "
-                f"got range [{prompt.min()}, {prompt.max()}]"
-            )
-        if not 1 <= max_new <= cfg.max_new_tokens:
-            raise ValueError(
-                f"request {rid!r}: max_new_tokens={max_new} must be in "
-                f"[1, rollout.max_new_tokens={cfg.max_new_tokens}]"
-            )
-        out.append((rid, prompt.astype(np.int32), max_new))
-    return out
-
-
-def _check_buffer(buffer: RolloutBuffer, k: int, cfg: RolloutConfig) -> None:
-    """Buffered groups must fit this call's K and shapes (e.g. after a config change)."""
-    for g in buffer.groups:
-        rid = g[0].request_id
-        if len(g) != k:
-            raise ValueError(
-                f"buffered group {rid!r} has {len(g)} samples but collect got k={k}; use one "
-                "K per run (or drop the partial-rollout buffer)"
-            )
-        for t in g:
-            if len(t.prompt) > cfg.max_prompt_len or t.max_new > cfg.max_new_tokens:
-                raise ValueError(
-                    f"buffered trajectory {rid!r}/{t.sample} (prompt {len(t.prompt)}, limit "
-                    f"{t.max_new}) does not fit rollout.max_prompt_len={cfg.max_prompt_len} / "
-                    f"rollout.max_new_tokens={cfg.max_new_tokens}; keep these options across "
-                    "a resume or drop the buffer"
-                )
-            if not t.done and len(t.response) >= t.max_new:
-                raise ValueError(f"buffered trajectory {rid!r}/{t.sample} is full but unfinished")
-
-
-def _check_images(parsed, buffer: RolloutBuffer, images: dict, model_cfg) -> None:
-    """Every prompt holds exactly (its images) x (patches per image) placeholders."""
-    v = model_cfg.vision
-    if v is None:
-        raise ValueError("collect got images but the engine's model has no vision config")
-    prompts = [(rid, p) for rid, p, _ in parsed]
-    prompts += [(g[0].request_id, g[0].prompt) for g in buffer.groups]
-    for rid, prompt in prompts:
-        m = 0 if images.get(rid) is None else len(images[rid])
-        n = int(np.sum(np.asarray(prompt) == v.image_token_id))
-        if m > v.max_images or n != m * v.num_patches:
-            raise ValueError(
-                f"request {rid!r}: {n} image placeholder tokens (id {v.image_token_id}) for "
-                f"{m} images of {v.num_patches} patches (vision.max_images={v.max_images}); "
-                "put num_patches placeholders per image in the prompt"
-            )
 
 
 def _copy(t: Trajectory) -> Trajectory:
@@ -292,6 +186,39 @@ def _to_rollouts(groups, k: int, cfg: RolloutConfig, pad_id: int, pad_groups_to:
     return Rollouts(*(jnp.asarray(a) for a in arrays))
 
 
+def _stats(counters, complete, new_buffer, n_queued: int, elapsed: float, engine) -> dict:
+    """collect's flat dict of float statistics."""
+    returned = [t for g in complete for t in g]
+    fin = np.array([t.finish for t in returned], np.int64)
+    lengths = np.array([len(t.response) for t in returned], np.float64)
+    slot_steps = max(counters.decode_steps * engine.cfg.slots, 1)
+    return {
+        "time_s": elapsed,
+        "tokens_generated": float(counters.tokens),
+        "tokens_per_s": counters.tokens / max(elapsed, 1e-9),
+        "decode_steps": float(counters.decode_steps),
+        "host_syncs": float(counters.syncs),
+        "slot_utilisation": counters.tokens / slot_steps,
+        "prefill_calls": float(counters.prefill_calls),
+        "prefill_seqs": float(counters.prefill_seqs),
+        "prefill_tokens": float(counters.prefill_tokens),
+        "trajectories_decoded": float(n_queued),
+        "trajectories_continued": float(counters.continued),
+        "budget_stops": float(counters.budget_stops),
+        "groups_returned": float(len(complete)),
+        "sequences_returned": float(len(returned)),
+        "finish_eos": float(np.sum(fin == FINISH_EOS)),
+        "finish_length": float(np.sum(fin == FINISH_LENGTH)),
+        "finish_repeat": float(np.sum(fin == FINISH_REPEAT)),
+        "repeat_rate": float(np.mean(fin == FINISH_REPEAT)) if fin.size else 0.0,
+        "mean_response_length": float(lengths.mean()) if lengths.size else 0.0,
+        "max_response_length": float(lengths.max()) if lengths.size else 0.0,
+        "buffer_groups": float(new_buffer.num_groups),
+        "buffer_trajectories": float(new_buffer.num_trajectories),
+        "buffer_unfinished": float(new_buffer.num_unfinished),
+    }
+
+
 def collect(
     engine,
     requests,
@@ -329,7 +256,7 @@ def collect(
     """
     t0 = time.perf_counter()
     cfg = engine.cfg if cfg is None else cfg
-    _check_cfg(engine, cfg)
+    check_collect_cfg(engine, cfg)
     if engine.params is None:
         raise ValueError("engine has no params; call handover(engine, params) first")
     if k < 1:
@@ -337,10 +264,10 @@ def collect(
     if pad_groups_to < 1:
         raise ValueError(f"collect: pad_groups_to={pad_groups_to} must be >= 1")
     buffer = RolloutBuffer() if buffer is None else buffer
-    _check_buffer(buffer, k, cfg)
-    parsed = _parse_requests(requests, cfg, engine.model_cfg.vocab_size, set(buffer.request_ids))
+    check_buffer(buffer, k, cfg)
+    parsed = parse_requests(requests, cfg, engine.model_cfg.vocab_size, set(buffer.request_ids))
     if images is not None:
-        _check_images(parsed, buffer, images, engine.model_cfg)
+        check_images(parsed, buffer, images, engine.model_cfg)
 
     groups = [[_copy(t) for t in g] for g in buffer.groups]
     ids = [rid for rid, _, _ in parsed for _ in range(k)]
@@ -364,34 +291,5 @@ def collect(
     rollouts = _to_rollouts(complete, k, cfg, engine.pad_id, pad_groups_to)
     new_buffer = RolloutBuffer(waiting)
 
-    returned = [t for g in complete for t in g]
-    fin = np.array([t.finish for t in returned], np.int64)
-    lengths = np.array([len(t.response) for t in returned], np.float64)
-    elapsed = time.perf_counter() - t0
-    slot_steps = max(counters.decode_steps * engine.cfg.slots, 1)
-    stats = {
-        "time_s": elapsed,
-        "tokens_generated": float(counters.tokens),
-        "tokens_per_s": counters.tokens / max(elapsed, 1e-9),
-        "decode_steps": float(counters.decode_steps),
-        "host_syncs": float(counters.syncs),
-        "slot_utilisation": counters.tokens / slot_steps,
-        "prefill_calls": float(counters.prefill_calls),
-        "prefill_seqs": float(counters.prefill_seqs),
-        "prefill_tokens": float(counters.prefill_tokens),
-        "trajectories_decoded": float(n_queued),
-        "trajectories_continued": float(counters.continued),
-        "budget_stops": float(counters.budget_stops),
-        "groups_returned": float(len(complete)),
-        "sequences_returned": float(len(returned)),
-        "finish_eos": float(np.sum(fin == FINISH_EOS)),
-        "finish_length": float(np.sum(fin == FINISH_LENGTH)),
-        "finish_repeat": float(np.sum(fin == FINISH_REPEAT)),
-        "repeat_rate": float(np.mean(fin == FINISH_REPEAT)) if fin.size else 0.0,
-        "mean_response_length": float(lengths.mean()) if lengths.size else 0.0,
-        "max_response_length": float(lengths.max()) if lengths.size else 0.0,
-        "buffer_groups": float(new_buffer.num_groups),
-        "buffer_trajectories": float(new_buffer.num_trajectories),
-        "buffer_unfinished": float(new_buffer.num_unfinished),
-    }
+    stats = _stats(counters, complete, new_buffer, n_queued, time.perf_counter() - t0, engine)
     return rollouts, [g[0].request_id for g in complete], new_buffer, stats

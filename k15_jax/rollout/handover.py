@@ -5,16 +5,14 @@ whole across the batch axes (`ROLLOUT_RULES`) so decode steps do not all-gather 
 `handover` is one jitted identity whose out_shardings are the engine's: XLA turns it into
 the device-to-device all-gathers / copies; nothing goes through the host or disk.
 
-Training-only state (optimizer moments) should not hold device memory the KV cache needs
-during rollout: `to_host` / `to_device` move a pytree out and back (the k1.5 recipe resets
-the optimizer every iteration, so simply dropping it is the cheaper option).
+Training-only state (optimizer moments) is not kept across the hand-over: the k1.5 recipe
+resets the optimizer every iteration, so it is dropped rather than moved to the host.
 """
 
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _RESHARD_CACHE: dict = {}
 
@@ -65,14 +63,3 @@ def timed_handover(engine, params) -> tuple[object, float]:
     engine = handover(engine, params)
     jax.block_until_ready(engine.params)
     return engine, time.perf_counter() - t0
-
-
-def to_host(tree):
-    """Copies a pytree of device arrays to host numpy arrays (frees device memory once the
-    device arrays are no longer referenced)."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
-
-
-def to_device(tree, shardings):
-    """Puts a host pytree back on device with the given shardings pytree."""
-    return jax.device_put(tree, shardings)

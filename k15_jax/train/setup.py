@@ -12,7 +12,7 @@ import jax
 from omegaconf import OmegaConf
 
 from k15_jax import distributed
-from k15_jax.config import model_config, validate
+from k15_jax.config import file_sources, model_config, validate
 from k15_jax.data.synthetic import SyntheticSuite
 from k15_jax.data.templates import template
 from k15_jax.model.params import init_params
@@ -52,14 +52,6 @@ class Setup:
             params=params,
         )
         return distributed.multihost_engine(engine)
-
-
-def file_sources(data_cfg) -> bool:
-    """True when data.train or data.eval name files (a real model's run), False for the
-    embedded synthetic suite."""
-    paths = [str(src if isinstance(src, str) else src["path"]) for src in data_cfg.train]
-    paths += [str(src if isinstance(src, str) else src["path"]) for src in data_cfg.eval]
-    return any(p != "synthetic" for p in paths)
 
 
 def model_and_tokenizer(cfg):

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from k15_jax.distributed import replicate_scalars
 from k15_jax.model.logprobs import token_logprobs
 from k15_jax.rl.long2short import Long2ShortPairs, dpo_loss, gather_pair_logps, long2short_pairs
 from k15_jax.rollout.handover import handover
-from k15_jax.sharding import replicate_scalars
 from k15_jax.train.long2short.samples import Groups, sample_groups, training_prompts
 from k15_jax.train.metrics import log, progress
 
