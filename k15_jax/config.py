@@ -19,6 +19,7 @@ from k15_jax.model.config import ModelConfig
 from k15_jax.model.tokenizer import CharTokenizer
 from k15_jax.plan.device import DeviceConfig
 from k15_jax.rewards.score import VERIFIERS, RewardConfig
+from k15_jax.rl import off_policy
 from k15_jax.rl.config import AlgoConfig
 from k15_jax.rl.losses import loss_options
 from k15_jax.rl.samplers import SAMPLERS, SamplerConfig
@@ -126,6 +127,9 @@ def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size, model=None)
     if cfg.sampler.name not in SAMPLERS:
         raise ValueError(f"sampler.name={cfg.sampler.name!r}; choose one of {sorted(SAMPLERS)}")
     loss_options(cfg.algo.loss)
+    off_policy.check(cfg.algo.off_policy, cfg.algo.importance)
+    if not cfg.sampler.oversample >= 1:
+        raise ValueError(f"sampler.oversample={cfg.sampler.oversample} must be >= 1 (1 = off)")
     _check_reward(cfg)
     if model is None and not file_sources(cfg.data):  # a file run's shape comes from its
         model = model_config(cfg.model)  # checkpoint: build() passes it as `model`
@@ -168,6 +172,16 @@ def file_sources(data_cfg) -> bool:
 
 
 def _check_reward(cfg) -> None:
+    r = cfg.reward
+    if (
+        r.overlong_cache > 0
+        and not r.overlong_cache <= r.overlong_max_len <= cfg.rollout.max_new_tokens
+    ):
+        raise ValueError(
+            f"reward.overlong_cache={r.overlong_cache} needs overlong_cache <= "
+            f"reward.overlong_max_len={r.overlong_max_len} <= "
+            f"rollout.max_new_tokens={cfg.rollout.max_new_tokens}"
+        )
     if cfg.reward.kind not in VERIFIERS:
         raise ValueError(f"reward.kind={cfg.reward.kind!r}; choose one of {sorted(VERIFIERS)}")
     if cfg.reward.kind != "rule" and not cfg.reward.rm_dir and cfg.trainer.job != "reward_models":

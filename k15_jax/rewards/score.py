@@ -3,6 +3,7 @@
     r[b, j] = v[b, j]
             + w(it) * len_reward[b, j]            (sec. 2.3.3, with warm-up w)
             - repeat_penalty * [finish == repeat]  (sec. 2.6 repeat detection)
+            + overlong[b, j]                       (DAPO's soft overlong punishment, if on)
 
 v is the verifier selected by `reward.kind` (VERIFIERS): the rule-based math verifier
 ("rule"), or a learned reward model (sec. 2.3.5) read from `reward.rm_dir`: "classic_rm"
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from k15_jax.rewards.math import score_math
-from k15_jax.rl.penalties import length_penalty, length_penalty_weight
+from k15_jax.rl.penalties import length_penalty, length_penalty_weight, overlong_penalty
 
 
 @dataclasses.dataclass
@@ -33,6 +34,10 @@ class RewardConfig:
     length_penalty_warmup: int = 0  # iterations before the length penalty starts
     repeat_penalty: float = 0.5
     timeout_s: float = 5.0
+    # DAPO's overlong reward shaping: a ramp to -1 over the last overlong_cache tokens before
+    # overlong_max_len (set it to rollout.max_new_tokens); 0 disables it
+    overlong_cache: int = 0
+    overlong_max_len: int = 0
     # code tasks: "start" runs the sandbox service for the run (bubblewrap), or the URL of
     # a running one (python -m k15_jax.sandbox serve); sandbox_workers programs at once
     sandbox: str = "start"
@@ -150,12 +155,19 @@ def score(
     )
     len_reward = np.asarray(length_penalty(lengths, correct)) if weight else np.zeros((B, K))
     rewards = v + weight * len_reward - cfg.repeat_penalty * repeated.astype(np.float32)
+    overlong = np.zeros((B, K), np.float32)
+    if cfg.overlong_cache > 0:
+        overlong = np.asarray(
+            overlong_penalty(lengths, max_len=cfg.overlong_max_len, cache=cfg.overlong_cache)
+        )
+    rewards = rewards + overlong
     out = {
         "reward/verifier_errors": float(stats.get("errors", 0) + stats.get("timeouts", 0)),
         "reward/no_answer": float(stats.get("no_answer", 0)),
         "reward/length_penalty_weight": weight,
         "reward/len_reward_mean": float(len_reward.mean()),
         "reward/repeat_frac": float(repeated.mean()),
+        "reward/overlong_mean": float(overlong.mean()),
     }
     if "code_rows" in stats:  # code tasks judged by the sandbox (rewards/routing.py)
         out["reward/code_rows"] = float(stats["code_rows"])

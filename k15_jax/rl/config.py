@@ -4,6 +4,7 @@ it (learning rate, M steps per iteration, which tokens count, gradient accumulat
 import dataclasses
 
 from k15_jax.rl.losses import LossConfig
+from k15_jax.rl.off_policy import ImportanceConfig
 
 
 @dataclasses.dataclass
@@ -13,6 +14,10 @@ class AlgoConfig:
     updates_per_iteration: int = 4  # M optimizer steps per iteration, fresh Adam state each
     max_grad_norm: float = 1.0
     skip_zero_advantage: bool = True  # drop groups whose K rewards are all equal
-    exclude_old_segments: bool = True  # partial rollouts: loss only on this iteration's tokens
+    # tokens sampled by older params (partial rollouts) or other numerics (the engine):
+    # none | exclude_old (k1.5: loss only on this iteration's tokens) | tis | mask
+    # (rl/off_policy.py; algo.importance holds the options of tis and mask)
+    off_policy: str = "exclude_old"
+    importance: ImportanceConfig = dataclasses.field(default_factory=ImportanceConfig)
     trainer_ref_logp: bool = True  # False: use the engine's sampling log-probs as ref_logp
     microbatches: int = 1  # gradient accumulation: sequences split into this many passes

@@ -6,12 +6,15 @@ All losses take per-token log-probs of the sampled tokens and return `(loss, met
     logp      [B, K, T]  log pi_theta(token)      (the policy being trained; gets gradient)
     ref_logp  [B, K, T]  log pi_theta_i(token)    (the policy that sampled; a constant)
     rewards   [B, K]                              (a constant)
-    mask      [B, K, T]  nonzero where the token counts; masked positions may hold any value,
-                         NaN and inf included: they are removed with `jnp.where`, never multiplied.
+    mask      [B, K, T]  token weights: nonzero where the token counts, and the value scales the
+                         token's term (1 for plain counting; k15_jax/rl/off_policy.py gives
+                         importance weights). Masked positions may hold any value, NaN and inf
+                         included: they are removed with `jnp.where`, never multiplied.
 
 `LOSSES` maps a config name to a function with the common signature
 `fn(logp, ref_logp, rewards, mask, **options)`; `loss_options(LossConfig)` gives the options.
-The derivation is in docs/algorithm.md.
+The derivation is in docs/algorithm.md; the clipped-ratio arms GRPO, DAPO, GSPO and CISPO
+live in k15_jax/rl/clipped.py (docs/losses.md) and share the table.
 """
 
 import dataclasses
@@ -20,15 +23,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-
-def _choice(table: dict, key: str, option: str):
-    """Looks up a named variant; a bad name raises an error that says which option to fix."""
-    if key not in table:
-        raise ValueError(
-            f"unknown {option}={key!r}; set algo.loss.{option} to one of {sorted(table)}"
-        )
-    return table[key]
-
+from k15_jax.rl import clipped
+from k15_jax.rl.common import choice as _choice
+from k15_jax.rl.common import zero_advantage_fraction
 
 # How per-token quantities become one number per response (option `seq_reduce`).
 # "sum" is the report's form: log pi(y|x) = sum_t log pi(y_t | x, y_<t).
@@ -41,13 +38,16 @@ SEQ_REDUCE = {
 
 
 def sequence_sum(x, mask, seq_reduce: str = "sum"):
-    """Per-response reduction of a per-token array over counted tokens.
+    """Per-response weighted reduction of a per-token array over counted tokens.
 
-    x, mask: [..., T] -> [...]. Positions with mask == 0 are replaced by 0 before summing, so
-    their values (NaN, inf) reach neither the result nor the gradient.
+        total = sum_t mask[t] * x[t]  over tokens with mask > 0;  count = #{t: mask[t] > 0}
+
+    x, mask: [..., T] -> [...]. Positions with mask == 0 are replaced by 0 before the product,
+    so their values (NaN, inf) reach neither the result nor the gradient. With 0/1 masks this
+    is the plain sum; other weights are importance weights (k15_jax/rl/off_policy.py).
     """
     valid = mask > 0
-    total = jnp.sum(jnp.where(valid, x, 0), axis=-1)
+    total = jnp.sum(jnp.where(valid, mask, 0) * jnp.where(valid, x, 0), axis=-1)
     count = jnp.sum(valid, axis=-1).astype(total.dtype)
     return _choice(SEQ_REDUCE, seq_reduce, "seq_reduce")(total, count)
 
@@ -81,12 +81,6 @@ LOSS_SCALE = {
     "inv_tau": lambda tau: 1.0 / tau,
     "inv_2tau": lambda tau: 0.5 / tau,
 }
-
-
-def zero_advantage_fraction(rewards):
-    """Fraction of prompts whose K rewards are all equal (they carry no learning signal). -> []"""
-    same = jnp.all(rewards == rewards[..., :1], axis=-1)
-    return jnp.mean(same.astype(jnp.float32))
 
 
 def mirror_descent_loss(
@@ -214,21 +208,31 @@ def _rest_common(logp, ref_logp, rewards, mask, **options):
 
 
 # Losses selectable by `LossConfig.name`, all `fn(logp, ref_logp, rewards, mask, **options)`.
+# GRPO and DAPO are one function (per-token clipping); their options differ (LOSS_DEFAULTS).
 LOSSES = {
     "mirror_descent": mirror_descent_loss,
     "policy_gradient": _policy_gradient_common,
     "rest": _rest_common,
+    "grpo": clipped.clipped_token_loss,
+    "dapo": clipped.clipped_token_loss,
+    "gspo": clipped.sequence_ratio_loss,
+    "cispo": clipped.clipped_weight_loss,
 }
 
 
 @dataclasses.dataclass
 class LossConfig:
-    """Which policy loss to train with and its options (see docs/algorithm.md).
+    """Which policy loss to train with and its options (docs/algorithm.md, docs/losses.md).
 
     name: a key of LOSSES. tau: KL weight of sec. 2.3.2 (the report gives no value; 1.0 keeps the
     per-iteration sequence log-ratio near the advantage). log_z: a key of LOG_Z. seq_reduce: a
     key of SEQ_REDUCE ("sum" is the report's). loss_scale: a key of LOSS_SCALE ("none" is the
     report's). correct_threshold: reward at or above which ReST keeps a response.
+    Clipped-ratio arms (grpo, dapo, gspo, cispo; k15_jax/rl/clipped.py), None = the paper's
+    value from LOSS_DEFAULTS: aggregation (a key of clipped.AGGREGATIONS), clip_low and
+    clip_high (ratio range [1 - clip_low, 1 + clip_high]), adv_norm (a key of
+    clipped.ADVANTAGES); adv_eps: the std floor of group_std; kl_coef: weight of the k3 KL to
+    pi_old (0 = off).
     """
 
     name: str = "mirror_descent"
@@ -237,14 +241,37 @@ class LossConfig:
     seq_reduce: str = "sum"
     loss_scale: str = "none"
     correct_threshold: float = 0.5
+    aggregation: str | None = None
+    clip_low: float | None = None
+    clip_high: float | None = None
+    adv_norm: str | None = None
+    adv_eps: float = 1e-6
+    kl_coef: float = 0.0
 
+
+_CLIPPED = ("aggregation", "clip_low", "clip_high", "adv_norm", "adv_eps", "kl_coef")
 
 # Which LossConfig fields each loss takes as keyword options.
 _OPTION_FIELDS = {
     "mirror_descent": ("tau", "log_z", "seq_reduce", "loss_scale"),
     "policy_gradient": ("seq_reduce",),
     "rest": ("seq_reduce", "correct_threshold"),
+    **{name: _CLIPPED for name in ("grpo", "dapo", "gspo", "cispo")},
 }
+
+# Each paper's values of the options left None in LossConfig.
+LOSS_DEFAULTS = {
+    "grpo": dict(aggregation="seq_mean", clip_low=0.2, clip_high=0.2, adv_norm="group_std"),
+    "dapo": dict(aggregation="token_mean", clip_low=0.2, clip_high=0.28, adv_norm="group_std"),
+    "gspo": dict(aggregation="seq_mean", clip_low=3e-4, clip_high=4e-4, adv_norm="group_std"),
+    "cispo": dict(aggregation="token_mean", clip_low=1.0, clip_high=4.0, adv_norm="group_std"),
+}
+
+
+def _nonneg(field):
+    ok = lambda v: math.isfinite(v) and v >= 0
+    return lambda v: None if ok(v) else _bad(field, v, "a finite number >= 0")
+
 
 # Checks of each option value; each raises ValueError naming the field to fix.
 _CHECKS = {
@@ -255,6 +282,14 @@ _CHECKS = {
     "correct_threshold": lambda v: (
         None if math.isfinite(v) else _bad("correct_threshold", v, "finite")
     ),
+    "aggregation": lambda v: _choice(clipped.AGGREGATIONS, v, "aggregation"),
+    "adv_norm": lambda v: _choice(clipped.ADVANTAGES, v, "adv_norm"),
+    "clip_low": lambda v: (
+        None if math.isfinite(v) and 0 <= v <= 1 else _bad("clip_low", v, "a number in [0, 1]")
+    ),
+    "clip_high": _nonneg("clip_high"),
+    "adv_eps": _nonneg("adv_eps"),
+    "kl_coef": _nonneg("kl_coef"),
 }
 
 
@@ -263,9 +298,11 @@ def _bad(field, value, want):
 
 
 def loss_options(cfg: LossConfig) -> dict:
-    """Keyword options for `LOSSES[cfg.name]`, validated: `LOSSES[cfg.name](..., **opts)`."""
+    """Keyword options for `LOSSES[cfg.name]`, validated: `LOSSES[cfg.name](..., **opts)`.
+    Options left None take the loss's LOSS_DEFAULTS."""
     fields = _choice(_OPTION_FIELDS, cfg.name, "name")
-    options = {field: getattr(cfg, field) for field in fields}
+    defaults = LOSS_DEFAULTS.get(cfg.name, {})
+    options = {f: defaults[f] if getattr(cfg, f) is None else getattr(cfg, f) for f in fields}
     for field, value in options.items():
         _CHECKS[field](value)
     return options

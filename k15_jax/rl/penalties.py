@@ -44,3 +44,20 @@ def length_penalty_weight(iteration, *, warmup_iterations, weight):
     """
     before = jnp.asarray(iteration) < warmup_iterations
     return jnp.where(before, 0.0, weight).astype(jnp.float32)
+
+
+def overlong_penalty(lengths, *, max_len, cache):
+    """DAPO's soft overlong punishment (Yu et al. 2025, arXiv 2503.14476, eq. 13).
+
+        R(len) = 0                                 len <= max_len - cache
+                 ((max_len - cache) - len) / cache  max_len - cache < len <= max_len
+                 -1                                 len > max_len
+
+    A ramp from 0 to -1 over the last `cache` tokens before the length limit, added to the
+    task reward. Args: lengths [B, K] (response tokens); max_len, cache > 0 with cache <=
+    max_len. Returns [B, K] float32 in [-1, 0].
+    """
+    lengths = jnp.asarray(lengths).astype(jnp.float32)
+    start = max_len - cache
+    ramp = (start - lengths) / cache
+    return jnp.where(lengths <= start, 0.0, jnp.where(lengths <= max_len, ramp, -1.0))

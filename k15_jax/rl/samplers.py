@@ -20,6 +20,8 @@ class SamplerConfig:
     each batch on the whole pool so easier bands are not forgotten; `mode="staged"` opens
     the bands easy to hard, one more every `stage_iterations`.
     prioritized: p_i proportional to max(1 - s_i, floor), s_i the success rate of prompt i.
+    oversample: draw oversample x batch_prompts prompts and train on batch_prompts groups,
+    mixed rewards first (DAPO's dynamic sampling, one round: k15_jax/rl/filters.py); 1 = off.
     """
 
     name: str = "curriculum"
@@ -31,6 +33,7 @@ class SamplerConfig:
     easy_fraction: float = 0.25
     stage_iterations: int = 10
     floor: float = 0.05
+    oversample: float = 1.0
 
 
 def init_state(pool_size: int) -> dict:

@@ -41,6 +41,7 @@ class UpdateFns:
     """The compiled pieces an iteration calls, built once per run (`make_fns`)."""
 
     update: Callable  # rl_step.make_update: (params, opt_state, tokens, ref, r, mask, img)
+    weights: Callable  # rl_step.make_weights: algo.off_policy on the loss mask
     optimizer: optax.GradientTransformation  # fresh state every iteration (sec. 2.3.2)
     reference_logprobs: Callable  # (params, tokens, img) -> log pi_theta_i [N, T]
     verifier: Callable  # reward.kind: rule verifier or a reward model
@@ -48,9 +49,11 @@ class UpdateFns:
 
 
 def make_fns(s: Setup) -> UpdateFns:
-    update, optimizer = rl_step.make_update(s.model, OmegaConf.to_object(s.cfg.algo))
+    algo = OmegaConf.to_object(s.cfg.algo)
+    update, optimizer = rl_step.make_update(s.model, algo)
     return UpdateFns(
         update=update,
+        weights=rl_step.make_weights(algo),
         optimizer=optimizer,
         reference_logprobs=rl_step.make_reference_logprobs(s.model),
         verifier=make_verifier(s.cfg.reward, s.mesh),
@@ -97,12 +100,13 @@ def request_id(row: int, iteration: int, position: int) -> str:
 
 
 def draw(s: Setup, state: RunState) -> Batch:
-    """sampler.batch_prompts pool rows by the configured sampler (deterministic in seed, it)."""
+    """sampler.batch_prompts (x sampler.oversample) pool rows by the configured sampler
+    (deterministic in seed, it)."""
     cfg, it = s.cfg, state.iteration
     rng = np.random.default_rng([cfg.trainer.seed, 2, it])
     bands = np.array([t.band for t in s.pool])
     base = getattr(s.prompts, "weights", None)  # mixed sources' weights (file runs)
-    n = cfg.sampler.batch_prompts
+    n = math.ceil(cfg.sampler.batch_prompts * cfg.sampler.oversample)
     rows = samplers.draw(state.sampler, bands, n, rng, cfg.sampler, it, base)
     requests = [
         (request_id(int(i), it, j), s.prompts.prompt_ids(s.pool[i])) for j, i in enumerate(rows)
@@ -157,6 +161,19 @@ def score(s: Setup, c: Collected, fns: UpdateFns, iteration: int) -> Scores:
     return Scores(rewards, correct, padded, stats)
 
 
+def keep_groups(s: Setup, c: Collected, sc: Scores) -> tuple[Collected, Scores]:
+    """DAPO's dynamic sampling (sampler.oversample > 1): of the finished groups, the
+    sampler.batch_prompts the update sees, mixed rewards first (rl/filters.py)."""
+    n, K = s.cfg.sampler.batch_prompts, s.cfg.sampler.samples_per_prompt
+    if s.cfg.sampler.oversample <= 1 or not c.n_groups:
+        return c, sc
+    rollouts, keep = rl_step.keep_groups(c.rollouts, sc.rewards, n, K)
+    padded = np.zeros((n, K), np.float32)
+    padded[: len(keep)] = sc.rewards[keep]
+    kept = dataclasses.replace(c, rollouts=rollouts, tasks=[c.tasks[g] for g in keep])
+    return kept, Scores(sc.rewards[keep], sc.correct[keep], padded, sc.stats)
+
+
 def update(s: Setup, params, c: Collected, sc: Scores, fns: UpdateFns, iteration: int):
     """M optimizer steps from pi_theta_i with a fresh optimizer state (report sec. 2.3.2).
 
@@ -168,15 +185,19 @@ def update(s: Setup, params, c: Collected, sc: Scores, fns: UpdateFns, iteration
     images = None if images is None else glob(images)
     trainer_ref = fns.reference_logprobs(params, glob(ro.tokens), images)
     ref = trainer_ref if s.cfg.algo.trainer_ref_logp else glob(ro.logp)
-    mask = rl_step.loss_mask(ro.response_mask, ro.version, sc.padded, iteration, s.cfg.algo)
+    mask = rl_step.loss_mask(ro.response_mask, sc.padded, s.cfg.algo)
     mask[n * K :] = 0.0
-    metrics = {}
-    if mask.sum() > 0:
+    # algo.off_policy: old segments excluded (k1.5), or TIS / masking by pi_theta_i / pi_rollout
+    mask, weight_stats = fns.weights(
+        glob(mask), trainer_ref, glob(ro.logp), glob(ro.version), iteration
+    )
+    metrics = {k: float(v) for k, v in weight_stats.items()}
+    if metrics["offpolicy/weight_mean"] > 0:
         opt_state = distributed.replicate_scalars(fns.optimizer.init(params), s.mesh)
-        params, _, metrics = fns.update(
-            params, opt_state, glob(ro.tokens), ref, glob(sc.padded), glob(mask), images
+        params, _, m = fns.update(
+            params, opt_state, glob(ro.tokens), ref, glob(sc.padded), mask, images
         )
-        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics.update({k: float(v) for k, v in m.items()})
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(
                 f"non-finite loss or gradient at RL iteration {iteration}: {metrics}; the "
@@ -194,29 +215,34 @@ def rl_iteration(s: Setup, engine, params, state: RunState, fns: UpdateFns):
     t_roll = time.time()
     scores = score(s, collected, fns, it)
     t_score = time.time()
+    state.sampler = samplers.update(state.sampler, collected.rows, scores.correct)
+    state.buffer = collected.buffer.to_state()
+    collected, scores = keep_groups(s, collected, scores)  # sampler.oversample > 1 only
     params, metrics, trainer_ref = update(s, params, collected, scores, fns, it)
     t_update = time.time()
     engine = handover(engine, params)
     t_end = time.time()
-    state.sampler = samplers.update(state.sampler, collected.rows, scores.correct)
-    state.buffer = collected.buffer.to_state()
     times = {
         "time/rollout_s": t_roll - t0,
         "time/reward_s": t_score - t_roll,
         "time/update_s": t_update - t_score,
         "time/handover_s": t_end - t_update,
     }
-    metrics.update(iteration_metrics(s, collected, scores, trainer_ref, times))
+    metrics.update(iteration_metrics(s, collected, scores, trainer_ref, times, it))
     metrics["time/iteration_s"] = time.time() - t0
     return params, engine, metrics
 
 
-def iteration_metrics(s: Setup, c: Collected, sc: Scores, trainer_ref, times: dict) -> dict:
+def iteration_metrics(
+    s: Setup, c: Collected, sc: Scores, trainer_ref, times: dict, iteration: int
+) -> dict:
     """The per-iteration figures of metrics.jsonl (rollout, reward, accuracy per band)."""
     K, n = s.cfg.sampler.samples_per_prompt, c.n_groups
     ro = c.rollouts
-    valid = np.asarray(ro.response_mask)[: n * K] > 0
-    out = rl_step.logprob_gap(ro.logp[: n * K], trainer_ref[: n * K], valid)
+    rows = slice(0, n * K)
+    valid = np.asarray(ro.response_mask)[rows] > 0
+    version = np.asarray(ro.version)[rows]
+    out = rl_step.logprob_gap(ro.logp[rows], trainer_ref[rows], valid, version, iteration)
     out.update(rl_step.group_stats(sc.rewards, sc.correct) if n else {})
     out.update(sc.stats)
     out.update({f"rollout/{k}": float(v) for k, v in c.stats.items()})

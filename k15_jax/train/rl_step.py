@@ -1,9 +1,10 @@
 """One RL iteration's policy update (report sec. 2.3.2): M optimizer steps on a batch.
 
 The params at the start of the iteration are pi_theta_i: `reference_logprobs` recomputes
-the sampled tokens' log-probs under them (the trainer's numerics; the engine's own log-probs
-are compared to them as a metric). The optimizer state is created fresh for every
-iteration (the report resets it; `iteration.update` calls `optimizer.init` each time).
+the sampled tokens' log-probs under them (the trainer's numerics). The engine's own log-probs
+are compared to them as a metric and, with `algo.off_policy=tis|mask`, correct the token
+weights (`make_weights`, k15_jax/rl/off_policy.py). The optimizer state is created fresh for
+every iteration (the report resets it; `iteration.update` calls `optimizer.init` each time).
 """
 
 import jax
@@ -12,16 +13,15 @@ import optax
 
 from k15_jax.model.config import ModelConfig
 from k15_jax.model.logprobs import accumulated_grads, token_logprobs
+from k15_jax.rl import filters, off_policy
 from k15_jax.rl.config import AlgoConfig
 from k15_jax.rl.losses import LOSSES, loss_options
 
 
-def loss_mask(response_mask, version, rewards, iteration: int, cfg: AlgoConfig) -> np.ndarray:
-    """Tokens that count in the loss [N, T]: response tokens, of this iteration if
-    `exclude_old_segments`, in groups with a reward signal if `skip_zero_advantage`."""
+def loss_mask(response_mask, rewards, cfg: AlgoConfig) -> np.ndarray:
+    """Tokens that count in the loss [N, T]: response tokens, in groups with a reward signal
+    if `skip_zero_advantage`. Old segments are left out (or reweighted) by `make_weights`."""
     mask = np.asarray(response_mask, np.float32)
-    if cfg.exclude_old_segments:
-        mask = mask * (np.asarray(version) == iteration)
     if cfg.skip_zero_advantage:
         B, K = rewards.shape
         mixed = np.ptp(rewards, axis=1) > 0  # [B]
@@ -29,11 +29,34 @@ def loss_mask(response_mask, version, rewards, iteration: int, cfg: AlgoConfig) 
     return mask
 
 
+def keep_groups(rollouts, rewards, n: int, K: int):
+    """The n groups the update sees (filters.mixed_groups_first: DAPO's dynamic sampling),
+    padded with masked rows to n groups. rewards [G, K] of the G finished groups.
+    Returns (rollouts [n K rows], kept group indices)."""
+    keep = filters.mixed_groups_first(rewards, n)
+    rows = (keep[:, None] * K + np.arange(K)).ravel()
+    take = np.concatenate([rows, np.zeros((n - len(keep)) * K, np.int64)])  # filler: row 0
+    picked = jax.tree.map(lambda x: np.asarray(x)[take], rollouts)
+    real = (np.arange(n * K) < rows.size)[:, None]
+    return picked.replace(response_mask=picked.response_mask * real), keep
+
+
+def make_weights(cfg: AlgoConfig):
+    """Jitted (mask, trainer_logp, rollout_logp, version [N, T], iteration) -> (token weights
+    [N, T], metrics): `algo.off_policy` applied to the loss mask (k15_jax/rl/off_policy.py)."""
+    off_policy.check(cfg.off_policy, cfg.importance)
+    return jax.jit(lambda *args: off_policy.token_weights(cfg.off_policy, *args, cfg.importance))
+
+
 def make_reference_logprobs(model_cfg: ModelConfig):
     """Jitted (params, tokens [N, T], images [N, M, P, C] or None) -> log pi_theta_i [N, T]."""
     return jax.jit(
         lambda params, tokens, images=None: token_logprobs(params, model_cfg, tokens, images=images)
     )
+
+
+# Metrics also logged at the last of the M steps, where the policy has moved from pi_theta_i.
+_LAST = {"clip_frac", "ratio_mean", "kl_k3", "abs_log_ratio"}
 
 
 def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
@@ -86,18 +109,40 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
         )
         first = {f"train/{k}": v[0] for k, v in metrics.items()}
         first["train/loss_last"] = metrics["loss"][-1]
+        for k in _LAST & set(metrics):  # at step 0 pi_theta = pi_theta_i: ratios are 1
+            first[f"train/{k}_last"] = metrics[k][-1]
         return params, opt_state, first
 
     return update, optimizer
 
 
-def logprob_gap(engine_logp, trainer_logp, response_mask) -> dict:
-    """Rollout-vs-trainer log-prob mismatch on response tokens (a bf16 instability signal)."""
+def logprob_gap(engine_logp, trainer_logp, response_mask, version=None, iteration=0) -> dict:
+    """Rollout-vs-trainer log-prob gap |log pi_rollout - log pi_theta_i| on response tokens:
+    mean and max over all, and per token age (iteration - version: 0 = sampled by this
+    iteration's params, where only numerics differ; 1, 2+ = older params, partial rollouts),
+    with each age's share of the tokens and the share of trajectories that span iterations."""
     m = np.asarray(response_mask) > 0
-    if not m.any():
-        return {"rollout/logp_gap_mean": 0.0, "rollout/logp_gap_max": 0.0}
-    gap = np.abs(np.asarray(engine_logp) - np.asarray(trainer_logp))[m]
-    return {"rollout/logp_gap_mean": float(gap.mean()), "rollout/logp_gap_max": float(gap.max())}
+    gap = np.abs(np.asarray(engine_logp) - np.asarray(trainer_logp))
+    out = {"rollout/logp_gap_mean": 0.0, "rollout/logp_gap_max": 0.0}
+    if m.any():
+        out = {
+            "rollout/logp_gap_mean": float(gap[m].mean()),
+            "rollout/logp_gap_max": float(gap[m].max()),
+        }
+    if version is None:
+        return out
+    age = iteration - np.asarray(version)
+    rows = m.any(axis=1)  # trajectories sampled over two or more iterations (partial rollouts)
+    out["rollout/spanning_frac"] = (
+        float(((age >= 1) & m).any(axis=1)[rows].mean()) if rows.any() else 0.0
+    )
+    for name, sel in (("0", age == 0), ("1", age == 1), ("2plus", age >= 2)):
+        sel = sel & m
+        out[f"rollout/logp_gap_age{name}_frac"] = float(sel.sum() / max(m.sum(), 1))
+        if sel.any():
+            out[f"rollout/logp_gap_age{name}_mean"] = float(gap[sel].mean())
+            out[f"rollout/logp_gap_age{name}_max"] = float(gap[sel].max())
+    return out
 
 
 def group_stats(rewards: np.ndarray, correct: np.ndarray) -> dict:
