@@ -5,7 +5,8 @@
 # the arms of a seed start from identical params and differ only in the RL stage.
 #   bash experiments/losses.sh [extra hydra overrides]       (JOBS=2: two runs at a time)
 # docs/losses.md was made with: JOBS=3 STAGES=main, then JOBS=2 STAGES=partial
-# PARTIAL_ARMS=curriculum (per seed), both with the override trainer.iterations=30, then
+# PARTIAL_ARMS=curriculum (per seed), then PARTIAL_ARMS=grpo OPTIONS="exclude_old tis", all with
+# the override trainer.iterations=30, then
 # STAGES=compare.
 # Stages (STAGES="main partial compare" by default):
 #   main     5 arms x 3 seeds at the main job's settings (60 iterations of 16 prompts x 8)
