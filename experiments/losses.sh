@@ -4,12 +4,17 @@
 # Per seed, one SFT warm-up (runs/losses/sft-seed<s>) is exported and shared by every arm, so
 # the arms of a seed start from identical params and differ only in the RL stage.
 #   bash experiments/losses.sh [extra hydra overrides]       (JOBS=2: two runs at a time)
+# docs/losses.md was made with: JOBS=3 STAGES=main, then JOBS=2 STAGES=partial
+# PARTIAL_ARMS=curriculum (per seed), then PARTIAL_ARMS=grpo OPTIONS="exclude_old tis", all with
+# the override trainer.iterations=30, then
+# STAGES=compare.
 # Stages (STAGES="main partial compare" by default):
 #   main     5 arms x 3 seeds at the main job's settings (60 iterations of 16 prompts x 8)
 #   partial  rollout.partial=true, rollout.budget_tokens=32 (of 64: every answer longer than
 #            32 tokens spans two iterations), algo.off_policy in {exclude_old, none, tis,
 #            mask}, for PARTIAL_ARMS (default: mirror descent and GRPO) x 3 seeds
-#   compare  experiments.compare into docs/img/losses-*.png and runs/losses/comparison-*
+#   compare  experiments.losses_reeval (re-scores start and end), then experiments.losses_report
+#            (docs/img/losses-*.png and the tables of docs/losses.md)
 # Re-running resumes: finished runs are skipped by their own checkpoints.
 set -euo pipefail
 PYTHON=${PYTHON:-python}
@@ -57,5 +62,6 @@ done
 } | xargs -P "$JOBS" -I{} bash -c "{}"
 
 if [[ " $STAGES " == *" compare "* ]]; then
+  "$PYTHON" -m experiments.losses_reeval --runs "$OUT"  # start/end with a generous verifier limit
   "$PYTHON" -m experiments.losses_report --runs "$OUT" --out docs
 fi

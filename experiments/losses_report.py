@@ -58,7 +58,8 @@ def _band(ax, xs, ys, label):
 
 
 def plot(groups: dict, labels: dict, bands: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(3, len(bands), figsize=(4 * len(bands), 10.5))
+    cols = max(len(bands), 5)  # the third row has five panels
+    fig, axes = plt.subplots(3, cols, figsize=(4 * cols, 10.5))
     for name, runs in groups.items():
         label = labels[name]
         recs = [r["records"] for r in runs]
