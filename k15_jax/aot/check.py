@@ -75,15 +75,7 @@ def compiled_bytes(compiled) -> int:
 def planned_flops(work: Workload, model, devices: int) -> dict:
     """Analytic FLOPs per chip of one call of each program (XLA attention: all T x T)."""
     T = work.prompt_len + work.new_tokens
-    rl = flops.rl_iteration(
-        model,
-        sequences=work.sequences,
-        prompt_len=work.prompt_len,
-        new_tokens=work.new_tokens,
-        updates=work.updates,
-        microbatches=work.microbatches,
-        attention="xla",
-    )
+    rl = work.rl_flops(model, "xla")
     decode = work.steps_per_sync * work.slots * flops.forward_per_token(model, T)
     prefill = work.slots * work.prompt_len * flops.forward_per_token(model, work.prompt_len)
     out = {
@@ -223,26 +215,8 @@ def projection(rows: list[Row], cfg, model, shape: dict) -> dict:
     work = Workload.from_config(cfg)
     d, chips = cfg.device, math.prod(shape.values())
     rate = chips * d.peak_tflops * 1e12 * cfg.aot.mfu
-    T = work.prompt_len + work.new_tokens
-    rl = flops.rl_iteration(
-        model,
-        sequences=work.sequences,
-        prompt_len=work.prompt_len,
-        new_tokens=work.new_tokens,
-        updates=work.updates,
-        microbatches=work.microbatches,
-        attention="xla",
-    )
-    ro = memory.rollout(
-        model,
-        shape,
-        slots=work.slots,
-        cache_len=T,
-        steps_per_sync=work.steps_per_sync,
-        window=work.window,
-        prefill_len=work.prompt_len,
-        platform="tpu",
-    )
+    rl = work.rl_flops(model, "xla")
+    ro = work.rollout_memory(model, shape, work.prompt_len, "tpu")
     steps = flops.decode_steps(work.sequences, work.new_tokens, work.slots)
     per_step = work.slots * flops.forward_per_token(model, work.prompt_len + work.new_tokens / 2)
     read = ro["engine params"] + ro["KV cache"] / 2  # the cache is half full on average

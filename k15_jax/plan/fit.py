@@ -48,6 +48,31 @@ class Workload:
     def sequences(self) -> int:
         return self.batch_prompts * self.samples
 
+    def rl_flops(self, model: ModelConfig, attention: str) -> dict:
+        """`flops.rl_iteration` of this workload (rollout, reference pass, M updates)."""
+        return flops.rl_iteration(
+            model,
+            sequences=self.sequences,
+            prompt_len=self.prompt_len,
+            new_tokens=self.new_tokens,
+            updates=self.updates,
+            microbatches=self.microbatches,
+            attention=attention,
+        )
+
+    def rollout_memory(self, model: ModelConfig, shape: dict, prefill_len: int, platform: str):
+        """`memory.rollout` per device for this workload's engine (cache of T tokens)."""
+        return memory.rollout(
+            model,
+            shape,
+            slots=self.slots,
+            cache_len=self.prompt_len + self.new_tokens,
+            steps_per_sync=self.steps_per_sync,
+            window=self.window,
+            prefill_len=prefill_len,
+            platform=platform,
+        )
+
     @classmethod
     def from_config(cls, cfg) -> "Workload":
         r = cfg.rollout
@@ -96,16 +121,8 @@ def plan(work: Workload, model: ModelConfig, shape: dict, device: DeviceConfig) 
             microbatches=work.sft_microbatches,
             platform=platform,
         )
-    rollout = memory.rollout(
-        model,
-        shape,
-        slots=work.slots,
-        cache_len=T,
-        steps_per_sync=work.steps_per_sync,
-        window=work.window,
-        prefill_len=T if work.partial else work.prompt_len,
-        platform=platform,
-    )
+    prefill = T if work.partial else work.prompt_len
+    rollout = work.rollout_memory(model, shape, prefill, platform)
     update = memory.train_step(
         model,
         shape,
@@ -120,15 +137,7 @@ def plan(work: Workload, model: ModelConfig, shape: dict, device: DeviceConfig) 
     update["peak"] += rollout["engine params"]
     phases["RL update"] = update
     phases["rollout"] = rollout
-    rl = flops.rl_iteration(
-        model,
-        sequences=work.sequences,
-        prompt_len=work.prompt_len,
-        new_tokens=work.new_tokens,
-        updates=work.updates,
-        microbatches=work.microbatches,
-        attention=attention,
-    )
+    rl = work.rl_flops(model, attention)
     steps = flops.decode_steps(work.sequences, work.new_tokens, work.slots)
     decode_time = flops.decode_seconds(
         flops_per_step=work.slots * flops.forward_per_token(model, T),

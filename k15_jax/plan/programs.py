@@ -21,16 +21,7 @@ def planned(work: Workload, model: ModelConfig, shape: dict, platform: str) -> d
     """{program: {"total": bytes, "resident": bytes}} per device, for the programs of
     `k15_jax.aot.programs.PROGRAMS`."""
     T = work.prompt_len + work.new_tokens
-    ro = memory.rollout(
-        model,
-        shape,
-        slots=work.slots,
-        cache_len=T,
-        steps_per_sync=work.steps_per_sync,
-        window=work.window,
-        prefill_len=_prefill_len(work.prompt_len, T),
-        platform=platform,
-    )
+    ro = work.rollout_memory(model, shape, _prefill_len(work.prompt_len, T), platform)
     train = memory.param_bytes(model, shape, TRAIN_RULES)
     out = {}
     if not work.skip_sft:
