@@ -59,3 +59,18 @@ def has_record(metrics, **want) -> bool:
         if all(r.get(k) == v for k, v in want.items()):
             return True
     return False
+
+
+# metrics that depend on the machine's speed, left out when runs are compared
+VOLATILE = ("time/", "rollout/time_s", "rollout/tokens_per_s")
+
+
+def records(run_dir) -> list[dict]:
+    """metrics.jsonl of a run without the timing fields (what two runs must share)."""
+    import json
+
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out.append({k: v for k, v in r.items() if not k.startswith(VOLATILE)})
+    return out

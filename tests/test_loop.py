@@ -11,9 +11,7 @@ import pytest
 import torch
 import transformers
 
-from tests.loop_runs import has_record, run_main
-
-VOLATILE = ("time/", "rollout/time_s", "rollout/tokens_per_s")
+from tests.loop_runs import has_record, records, run_main
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +20,6 @@ def tiny_run(tmp_path_factory):
     proc = run_main(run_dir)
     assert proc.stdout.strip().splitlines()[-1] == str(run_dir)  # last line: the run dir
     return run_dir
-
-
-def _records(run_dir):
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        out.append({k: v for k, v in r.items() if not k.startswith(VOLATILE)})
-    return out
 
 
 def test_run_leaves_summary_plots_checkpoints_and_heldout(tiny_run):
@@ -46,7 +36,7 @@ def test_run_leaves_summary_plots_checkpoints_and_heldout(tiny_run):
     rows = [json.loads(x) for x in (tiny_run / "eval" / "heldout.jsonl").read_text().splitlines()]
     assert {r["band"] for r in rows} == {"add1", "add2", "add3", "add4", "add5"}
     assert all(set(r) == {"prompt", "reference", "band"} for r in rows)
-    rl = [r for r in _records(tiny_run) if r["phase"] == "rl"]
+    rl = [r for r in records(tiny_run) if r["phase"] == "rl"]
     assert [r["iteration"] for r in rl] == [0, 1, 2]
 
 
@@ -138,7 +128,7 @@ def test_sigkill_in_sft_and_in_rl_then_resume_matches_uninterrupted(tiny_run, tm
     _kill_when(run_main(run_dir, popen=True), metrics, phase="rl", iteration=1)
     resumed = run_main(run_dir)
     assert "resumed from" in resumed.stderr
-    assert _records(run_dir) == _records(tiny_run)
+    assert records(run_dir) == records(tiny_run)
 
 
 def test_two_rl_iterations_on_8_devices_match_one_device(tiny_run, tmp_path):
@@ -151,8 +141,8 @@ def test_two_rl_iterations_on_8_devices_match_one_device(tiny_run, tmp_path):
     ]
     run_main(tmp_path / "one", *common)
     run_main(tmp_path / "eight", *common, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", devices=8)
-    one = [r for r in _records(tmp_path / "one") if r["phase"] == "rl"]
-    eight = [r for r in _records(tmp_path / "eight") if r["phase"] == "rl"]
+    one = [r for r in records(tmp_path / "one") if r["phase"] == "rl"]
+    eight = [r for r in records(tmp_path / "eight") if r["phase"] == "rl"]
     assert len(one) == len(eight) == 2
     for a, b in zip(one, eight):
         assert a["train/mixed_groups"] > 0  # the length penalty makes every group mixed

@@ -19,9 +19,7 @@ import numpy as np
 import pytest
 
 from k15_jax.distributed import DistributedConfig, join_args
-from tests.loop_runs import ROOT, TINY
-
-VOLATILE = ("time/", "rollout/time_s", "rollout/tokens_per_s")
+from tests.loop_runs import ROOT, TINY, records
 
 
 def _free_port() -> int:
@@ -184,14 +182,6 @@ def test_sft_checkpoint_restore_on_two_processes_matches_one(tmp_path):
 # ---- the whole main job (slow) ----
 
 
-def _records(run_dir):
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        out.append({k: v for k, v in r.items() if not k.startswith(VOLATILE)})
-    return out
-
-
 @pytest.mark.slow
 def test_main_job_two_processes_killed_and_resumed_matches_one_process(tmp_path):
     """SFT, then 2 RL iterations (rollouts on the global mesh), stopped after the first
@@ -219,7 +209,7 @@ def test_main_job_two_processes_killed_and_resumed_matches_one_process(tmp_path)
     resumed = _launch(run(tmp_path / "two"), processes=2)
     assert resumed[0].strip().splitlines()[-1] == str(tmp_path / "two")
     _launch(run(tmp_path / "one"), processes=1, devices=2)
-    one, two = _records(tmp_path / "one"), _records(tmp_path / "two")
+    one, two = records(tmp_path / "one"), records(tmp_path / "two")
     assert [r["phase"] for r in two] == [r["phase"] for r in one]
     assert [r["phase"] for r in one].count("rl") == 2
     for a, b in zip(one, two):

@@ -19,11 +19,10 @@ import jax
 import numpy as np
 import pytest
 
-from tests.loop_runs import ROOT, has_record
+from tests.loop_runs import ROOT, has_record, records
 from tests.real_model import real_model_dir
 
 DATA = ROOT.parent / "shared" / "data"
-VOLATILE = ("time/", "rollout/time_s", "rollout/tokens_per_s")
 
 
 def _subset(src, dst, rows: slice):
@@ -81,14 +80,6 @@ def _run(run_dir, data, *extra, popen=False):
     return proc
 
 
-def _records(run_dir):
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        out.append({k: v for k, v in r.items() if not k.startswith(VOLATILE)})
-    return out
-
-
 @pytest.fixture(scope="module")
 def math_run(tmp_path_factory, data):
     run_dir = tmp_path_factory.mktemp("math") / "run"
@@ -104,7 +95,7 @@ def test_contract_run_leaves_summary_metrics_heldout_and_hf(math_run, data):
         keys = list(summary["eval_accuracy"][when])
         assert [k for k in keys if "/" not in k] == sources
         assert all(k.split("/")[0] in sources for k in keys)
-    rl = [r for r in _records(math_run) if r["phase"] == "rl"]
+    rl = [r for r in records(math_run) if r["phase"] == "rl"]
     assert [r["iteration"] for r in rl] == [0, 1]
     assert all(r["train/groups"] >= 0 for r in rl)
     rows = [json.loads(x) for x in (math_run / "eval" / "heldout.jsonl").read_text().splitlines()]
@@ -169,7 +160,7 @@ def test_killed_run_resumes_to_the_same_metrics(data, tmp_path):
     partial = ["rollout.partial=true", "rollout.budget_tokens=8", "trainer.iterations=3"]
     whole = tmp_path / "whole"
     _run(whole, data, *partial)
-    assert any(r.get("rollout/buffer_unfinished", 0) > 0 for r in _records(whole))
+    assert any(r.get("rollout/buffer_unfinished", 0) > 0 for r in records(whole))
     run_dir = tmp_path / "killed"
     metrics = run_dir / "metrics.jsonl"
     proc = _run(run_dir, data, *partial, popen=True)
@@ -184,7 +175,7 @@ def test_killed_run_resumes_to_the_same_metrics(data, tmp_path):
     proc.wait()
     resumed = _run(run_dir, data, *partial)
     assert "resumed from" in resumed.stderr
-    assert _records(run_dir) == _records(whole)
+    assert records(run_dir) == records(whole)
 
 
 def _compose(*overrides):
@@ -285,6 +276,6 @@ def test_mixed_math_and_code_run_scores_code_inside_the_loop(tmp_path, data):
     train = ",".join([str(data["train"][0]), f"{{path:{code},weight:20}}"])
     run_dir = tmp_path / "mixed"
     _run(run_dir, data, f"data.train=[{train}]", "trainer.iterations=1", "reward.sandbox_workers=2")
-    rl = [r for r in _records(run_dir) if r["phase"] == "rl"]
+    rl = [r for r in records(run_dir) if r["phase"] == "rl"]
     assert rl and rl[0]["reward/code_rows"] > 0
     assert "reward/code_timeouts" in rl[0]
