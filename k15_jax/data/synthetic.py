@@ -28,8 +28,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from k15_jax.data.long_cot import LongCotConfig, long_cot_demonstration
 from k15_jax.data.loaders import Task
 
+STYLES = ("worked", "long_cot")
 _ENUMERATE_BELOW = 50_000  # problem spaces up to this size are enumerated, larger ones sampled
 
 
@@ -49,6 +51,10 @@ class SyntheticConfig:
     eval_fraction: float = 0.1  # share of each band's problem space held out
     eval_per_band: int = 200
     pool_per_band: int = 1000  # size of the fixed training pool (RL samplers, curation)
+    # SFT demonstrations: "worked" (every one the worked digit lines) or "long_cot" (a mix
+    # of direct answers, worked lines, checked and corrected passes: k15_jax/data/long_cot.py)
+    style: str = "worked"
+    long_cot: LongCotConfig = dataclasses.field(default_factory=LongCotConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +209,11 @@ class SyntheticSuite:
             raise ValueError("SyntheticConfig.bands is empty; list bands such as ['add1', 'add2']")
         for band in self.cfg.bands:
             parse_band(band)
+        if self.cfg.style not in STYLES:
+            raise ValueError(
+                f"SyntheticConfig.style={self.cfg.style!r}; choose one of {STYLES} "
+                "(data.synthetic.style)"
+            )
         if not 0.0 < self.cfg.eval_fraction < 1.0:
             raise ValueError("SyntheticConfig.eval_fraction must lie strictly between 0 and 1")
         self.sft_weights = _normalized(self.cfg.sft_band_weights, self.bands, "sft_band_weights")
@@ -257,5 +268,10 @@ class SyntheticSuite:
         """n training draws in the SFT band mix (sft_band_weights); pair with demonstration."""
         return self.train_tasks(n, rng, weights=self.sft_weights)
 
-    def demonstration(self, task: Task) -> str:
-        return demonstration(task)
+    def demonstration(self, task: Task, rng: np.random.Generator | None = None) -> str:
+        """The SFT response for a task in the configured style; rng draws the long_cot form
+        (default: one seeded by the task id, so the same task gets the same form)."""
+        if self.cfg.style == "worked":
+            return demonstration(task)
+        rng = rng if rng is not None else np.random.default_rng(stable_int(task.id))
+        return long_cot_demonstration(task, self.cfg.long_cot, rng)

@@ -71,7 +71,7 @@ class TextPrompts:
         """n (prompt ids, response ids) worked demonstrations for the SFT warm-up."""
         tok = self.tokenizer
         return [
-            (self.prompt_ids(t), tok.encode(self.suite.demonstration(t), eos=True))
+            (self.prompt_ids(t), tok.encode(self.suite.demonstration(t, rng), eos=True))
             for t in self.suite.sft_tasks(n, rng)
         ]
 
