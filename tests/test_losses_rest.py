@@ -12,8 +12,10 @@ from k15_jax.rl import losses
 
 
 def py_keep(select, r, ok, mask):
-    """Kept responses [B, K] by a loop over each prompt's samples."""
+    """Kept responses [B, K] by a loop over each prompt's samples; only responses with a
+    counted token can be kept (a fully masked one has nothing to fit)."""
     B, K = r.shape
+    ok = ok & (mask > 0).any(-1)
     keep = np.zeros((B, K), bool)
     length = (mask > 0).sum(-1)
     for b in range(B):
@@ -40,6 +42,7 @@ def batch(seed, B=40, K=6, T=7):
     ok = rng.random((B, K)) < rng.uniform(0.0, 1.0, (B, 1))
     r = np.where(ok, rng.choice([1.0, 1.0, 1.25, 1.5], (B, K)), rng.choice([0.0, -0.25], (B, K)))
     mask = (np.arange(T) < rng.integers(1, 4, (B, K, 1))).astype(float)  # lengths 1..3
+    mask[rng.random((B, K)) < 0.15] = 0.0  # no counted token (skipped group, all-old tokens)
     return logp, r, ok, mask
 
 
@@ -58,7 +61,7 @@ def test_rest_selection_loss_and_grad_match_python(select, seed):
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=0)
     assert m["kept_frac"] == pytest.approx(keep.mean())
     if select == "best":  # one per prompt with a correct response, none elsewhere
-        np.testing.assert_array_equal(keep.sum(1), ok.any(1))
+        np.testing.assert_array_equal(keep.sum(1), (ok & (mask > 0).any(-1)).any(1))
 
 
 def test_best_uses_the_correct_flags_and_prefers_reward_then_length():

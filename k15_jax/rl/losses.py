@@ -203,7 +203,8 @@ def rest_loss(
 ):
     """ReST / rejection-sampling fine-tuning: NLL of correct responses only (sec. 3.5 ablation).
 
-        ok[b,j] = correct[b,j]  if `correct` is given, else  rewards[b,j] >= correct_threshold
+        ok[b,j] = correct[b,j]  if `correct` is given, else  rewards[b,j] >= correct_threshold,
+                  and the response has a counted token (mask > 0 somewhere)
         c       = REST_SELECT[rest_select](ok, rewards, mask)     ("all_correct": c = ok;
                   "best": per prompt the one correct response of highest reward, ties to the
                   shortest then the lowest index: the report's "best response")
@@ -214,10 +215,14 @@ def rest_loss(
     for {0, 1} rewards and still separates correct from incorrect when the length penalty of
     sec. 2.3.3 (weight w <= 1) has been added: correct rewards are then >= 1 - w/2 >= 0.5 and
     incorrect ones <= 0. Pass `correct` ([B, K], nonzero = correct) to bypass the threshold.
+    A response without counted tokens (its group dropped by algo.skip_zero_advantage, or all
+    its tokens old under exclude_old) is never kept: it would count in the denominator, and
+    "best" would pick it as the shortest, while it has nothing to fit.
     Args: logp, mask [B, K, T]; rewards [B, K]. Returns (loss [], metrics).
     """
     rewards = jax.lax.stop_gradient(rewards)
     ok = (rewards >= correct_threshold) if correct is None else (jnp.asarray(correct) > 0)
+    ok = ok & jnp.any(mask > 0, axis=-1)
     keep = _choice(REST_SELECT, rest_select, "rest_select")(ok, rewards, mask)
     seq_logp = sequence_sum(logp, mask, seq_reduce)
     n_keep = jnp.sum(keep).astype(seq_logp.dtype)
