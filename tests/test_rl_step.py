@@ -3,6 +3,8 @@ re-derivations: `algo.skip_zero_advantage` (groups whose K rewards are all equal
 `algo.off_policy=exclude_old` (old partial-rollout segments leave the loss, report sec. 2.6.2).
 Rows of group b are b*K .. b*K+K-1, as the loop lays them out."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +141,9 @@ def test_exclude_old_zeroes_old_segments_and_their_gradient(seed):
     want, _ = np_md_grad(logp, trainer, rewards, w, LossConfig().tau)
     np.testing.assert_allclose(grads["mirror_descent"], want, rtol=1e-10, atol=1e-15)
     assert np.any(grads["mirror_descent"][fresh])
+
+
+def test_no_reset_optimizer_option():
+    """The optimizer state is fresh every iteration, always (sec. 2.3.2); the old
+    algo.reset_optimizer switch is gone and must not come back unhonoured."""
+    assert "reset_optimizer" not in {f.name for f in dataclasses.fields(AlgoConfig)}
