@@ -9,23 +9,7 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from k15_jax.rl import long2short
-
-
-def np_pairs(lengths, correct, ratio=1.5):
-    """Brute-force reference: the set of (b, pos, neg) pairs the report describes."""
-    out = set()
-    for b, (lens, ok) in enumerate(zip(lengths, correct, strict=True)):
-        right = [j for j in range(len(lens)) if ok[j]]
-        wrong = [j for j in range(len(lens)) if not ok[j]]
-        if not right:
-            continue
-        pos = min(right, key=lambda j: (lens[j], j))
-        if wrong:
-            out.add((b, pos, max(wrong, key=lambda j: (lens[j], -j))))
-        longest = max(right, key=lambda j: (lens[j], -j))
-        if lens[longest] > lens[pos] and lens[longest] >= ratio * lens[pos]:
-            out.add((b, pos, longest))
-    return out
+from tests.long2short_reference import np_pairs, qualifying_negatives
 
 
 def as_set(pairs):
@@ -40,25 +24,32 @@ def test_hand_built_groups():
             [100, 140, 200, 50],  # correct: 100, 140 (< 1.5x); wrong: 200, 50
             [100, 200, 300, 400],  # nothing correct: no pair
             [80, 90, 120, 130],  # all correct; 130 >= 120 = 1.5 * 80
-            [60, 60, 60, 60],  # one correct, rest wrong with equal length
+            [60, 60, 60, 60],  # one correct, rest wrong with equal length: no pair
+            [90, 40, 30, 200],  # correct: 90, 200 (>= 1.5x); wrong 40, 30 shorter: no pair
         ]
     )
-    correct = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]], bool)
+    correct = np.array(
+        [[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0], [1, 0, 0, 1]], bool
+    )
     pairs = long2short.long2short_pairs(lengths, correct)
-    np.testing.assert_array_equal(pairs.pos_idx, [0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(pairs.pos_idx, [0, 0, 0, 0, 1, 0])
     np.testing.assert_array_equal(
-        np.asarray(pairs.neg_idx)[[0, 1, 3, 4]], [[3, 2], [2, 1], [0, 3], [0, 1]]
+        np.asarray(pairs.neg_idx)[[0, 1, 3, 5]], [[3, 2], [2, 1], [0, 3], [1, 3]]
     )
     np.testing.assert_array_equal(
         pairs.valid,
-        [[True, True], [True, False], [False, False], [False, True], [True, False]],
+        [[True, True], [True, False], [False, False], [False, True], [False, False], [False, True]],
     )
-    assert as_set(pairs) == {(0, 0, 3), (0, 0, 2), (1, 0, 2), (3, 0, 3), (4, 1, 0)}
+    assert as_set(pairs) == {(0, 0, 3), (0, 0, 2), (1, 0, 2), (3, 0, 3), (5, 0, 3)}
 
 
 def test_single_correct_response_is_not_its_own_negative():
     pairs = long2short.long2short_pairs(np.array([[0, 5]]), np.array([[1, 0]]))
     assert as_set(pairs) == {(0, 0, 1)}
+    pairs = long2short.long2short_pairs(np.array([[5, 5]]), np.array([[1, 0]]))
+    assert as_set(pairs) == set()  # an equally long wrong answer is no long2short negative
+    pairs = long2short.long2short_pairs(np.array([[5, 4]]), np.array([[1, 0]]))
+    assert as_set(pairs) == set()  # nor a shorter one
     pairs = long2short.long2short_pairs(np.array([[0, 0]]), np.array([[1, 1]]))
     assert as_set(pairs) == set()  # 0 >= 1.5 * 0, but equal lengths are no long2short pair
     pairs = long2short.long2short_pairs(np.array([[0, 3]]), np.array([[1, 1]]))
@@ -77,6 +68,28 @@ def test_pairs_match_brute_force(k, seed, max_len):
     lengths = rng.integers(1, max_len + 1, (4, k))
     correct = rng.random((4, k)) < 0.5
     assert as_set(_pairs(jnp.asarray(lengths), jnp.asarray(correct))) == np_pairs(lengths, correct)
+
+
+def test_random_groups_every_pair_follows_the_rule():
+    """2000 random groups, short lengths so that ties and shorter wrong answers are common:
+    the pairs equal the brute force, every negative qualifies (longer than the positive;
+    incorrect, or correct and >= 1.5x), and it is the longest qualifying one of its kind."""
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1, 8, (2000, 6))
+    correct = rng.random((2000, 6)) < rng.uniform(0.1, 0.9, (2000, 1))
+    pairs = _pairs(jnp.asarray(lengths), jnp.asarray(correct))
+    got = as_set(pairs)
+    assert got == np_pairs(lengths, correct)
+    for b, pos, neg in got:
+        wrong, right = qualifying_negatives(lengths[b], correct[b], pos)
+        kind = right if correct[b, neg] else wrong
+        assert neg in kind and lengths[b, neg] == max(lengths[b, kind])
+    # the groups exercise the fix: a correct positive with only no-longer wrong answers
+    pos = np.asarray(pairs.pos_idx)
+    pos_len = lengths[np.arange(2000), pos]
+    only_short_wrong = correct.any(1) & (~correct).any(1)
+    only_short_wrong &= np.where(correct, 0, lengths).max(1) <= pos_len
+    assert only_short_wrong.sum() > 50 and not np.asarray(pairs.valid)[only_short_wrong, 0].any()
 
 
 def np_dpo(pos, neg, ref_pos, ref_neg, beta, valid):

@@ -14,6 +14,7 @@ from k15_jax.rollout.handover import handover
 from k15_jax.train.long2short import dpo, shortest
 from k15_jax.train.long2short.samples import sample_groups, training_prompts
 from tests.long2short_policy import boxed_correct, mixed_policy, stage_cfg
+from tests.long2short_reference import np_pairs
 
 K = 8
 
@@ -123,25 +124,6 @@ def test_rejection_sampling_stage_fine_tunes_on_the_selection(policy, monkeypatc
     assert stats["selected"] == len(want) > 0
     leaf = jax.tree.leaves(params)[0]
     np.testing.assert_array_equal(np.asarray(jax.tree.leaves(new)[0]), np.asarray(leaf) + 1.0)
-
-
-def np_pairs(lengths, correct, ratio=1.5):
-    """Brute force over the rule: positive = shortest correct; negatives = longest incorrect,
-    and longest correct if >= ratio x (and strictly) longer than the positive. Ties: lowest
-    index."""
-    out = set()
-    for b, (lens, ok) in enumerate(zip(lengths, correct, strict=True)):
-        right = [j for j in range(len(lens)) if ok[j]]
-        wrong = [j for j in range(len(lens)) if not ok[j]]
-        if not right:
-            continue
-        pos = min(right, key=lambda j: (lens[j], j))
-        if wrong:
-            out.add((b, pos, max(wrong, key=lambda j: (lens[j], -j))))
-        longest = max(right, key=lambda j: (lens[j], -j))
-        if lens[longest] > lens[pos] and lens[longest] >= ratio * lens[pos]:
-            out.add((b, pos, longest))
-    return out
 
 
 def test_dpo_pairs_follow_the_rule_on_sampled_outputs(policy):

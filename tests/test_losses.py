@@ -39,6 +39,7 @@ def np_pg(logp, r, mask, seq_reduce="sum"):
 
 
 def np_rest(logp, r, mask, keep, seq_reduce="sum"):
+    keep = keep & (mask > 0).any(-1)  # a response without counted tokens is never fit
     s = np_seq(logp, mask, seq_reduce)
     return -np.where(keep, s, 0.0).sum() / max(keep.sum(), 1)
 

@@ -46,6 +46,41 @@ def test_curriculum_warmup_then_mostly_hard():
     assert abs(np.mean(BANDS[both] == "add1") - 0.25 * 0.4) < 0.03
 
 
+def binomial_ok(hits, n, p, z=4.5):
+    """|hits - n p| within z standard deviations of Binomial(n, p)."""
+    return abs(hits - n * p) <= z * np.sqrt(n * p * (1 - p))
+
+
+@pytest.mark.parametrize("hard_bands", [[], ["add3"], ["add2", "add3"]])
+def test_hard_only_after_warmup(hard_bands):
+    """easy_fraction=0 (the report's sec. 2.3.4: after warm-up, train solely on hard
+    problems): every draw of every post-warm-up batch is from the hard bands, and they are
+    all reached; warm-up batches still see the whole pool."""
+    cfg = SamplerConfig(name="curriculum", warmup_iterations=2, easy_fraction=0.0)
+    cfg.hard_bands = hard_bands
+    hard = set(hard_bands or ["add3"])  # [] = the last band
+    state, rng = samplers.init_state(len(BANDS)), np.random.default_rng(4)
+    assert set(BANDS[samplers.draw(state, BANDS, 400, rng, cfg, iteration=1)]) == set(BANDS)
+    drawn = np.concatenate([samplers.draw(state, BANDS, 16, rng, cfg, it) for it in range(2, 60)])
+    assert set(BANDS[drawn]) == hard
+    assert set(drawn) == set(np.flatnonzero(np.isin(BANDS, list(hard))))
+
+
+@pytest.mark.parametrize("easy_fraction", [0.25, 0.5])
+def test_mixed_share_matches_easy_fraction(easy_fraction):
+    """Mixed mode: a batch of n holds round(f n) whole-pool draws and n - round(f n) hard
+    ones, so the non-hard share is f * (share of non-hard prompts in the pool), within a
+    binomial tolerance; each batch also holds at least n - round(f n) hard draws."""
+    cfg = SamplerConfig(name="curriculum", warmup_iterations=0, easy_fraction=easy_fraction)
+    state, rng = samplers.init_state(len(BANDS)), np.random.default_rng(5)
+    n, iters = 32, 300
+    batches = [samplers.draw(state, BANDS, n, rng, cfg, it) for it in range(iters)]
+    n_easy = int(round(easy_fraction * n))
+    assert all(np.sum(BANDS[b] == "add3") >= n - n_easy for b in batches)
+    not_hard = sum(int(np.sum(BANDS[b] != "add3")) for b in batches)
+    assert binomial_ok(not_hard, n_easy * iters, np.mean(BANDS != "add3"))
+
+
 def test_staged_opens_bands_easy_to_hard():
     cfg = SamplerConfig(name="curriculum", mode="staged", stage_iterations=10)
     state = samplers.init_state(len(BANDS))
@@ -63,6 +98,8 @@ def test_uniform_and_errors():
     np.testing.assert_allclose(freq, 1 / len(BANDS), atol=2e-3)
     with pytest.raises(ValueError, match="sampler.name='bogus'"):
         samplers.draw(state, BANDS, 4, rng, SamplerConfig(name="bogus"), 0)
+    with pytest.raises(ValueError, match="sampler.mode='hard'"):
+        samplers.draw(state, BANDS, 4, rng, SamplerConfig(name="curriculum", mode="hard"), 0)
     with pytest.raises(ValueError, match="hard_bands"):
         cfg = SamplerConfig(name="curriculum", hard_bands=["add9"], warmup_iterations=0)
         samplers.draw(state, BANDS, 4, rng, cfg, 1)

@@ -1,8 +1,12 @@
 """Long2short with DPO (report sec. 2.4): preference pairs from one group of samples, DPO loss.
 
-Per prompt, the positive is the shortest correct response; the negatives are the longest
-incorrect response and the longest correct response if it is at least `length_ratio` (1.5) times
-the positive's length. Shapes: B prompts, K samples per prompt, P pairs.
+Per prompt, the positive is the shortest correct response; negatives are responses LONGER than
+it: incorrect ones, and correct ones at least `length_ratio` (1.5) times its length. Report
+sec. 2.4: "the shortest correct solution as positive sample while longer responses are treated
+as negative samples, including both wrong longer responses and correct longer responses (1.5
+times longer than the chosen positive sample)". Of each kind the longest qualifying response is
+the pair's negative (the strongest length contrast, one pair per kind so shapes stay fixed).
+Shapes: B prompts, K samples per prompt, P pairs.
 Everything is fixed-shape (invalid pairs are masked) so that it jits and shards.
 """
 
@@ -26,7 +30,8 @@ class Long2ShortPairs(NamedTuple):
     """Indices into the K samples of each prompt.
 
     pos_idx [B] int32: shortest correct response (0 when the group has none; then all invalid).
-    neg_idx [B, 2] int32: (longest incorrect, longest correct).
+    neg_idx [B, 2] int32: (longest incorrect, longest correct); a valid pair's negative is
+        strictly longer than the positive.
     valid   [B, 2] bool: whether pair (pos_idx[b], neg_idx[b, m]) exists.
     """
 
@@ -38,7 +43,10 @@ class Long2ShortPairs(NamedTuple):
 def long2short_pairs(lengths, correct, *, length_ratio=1.5):
     """Builds the sec. 2.4 DPO pairs for each prompt; ties go to the lowest sample index.
 
-    Pair (pos, longest incorrect) exists iff the group has a correct and an incorrect response.
+    Pair (pos, longest incorrect) exists iff the group has a correct response and an incorrect
+    one longer than pos: the longest incorrect qualifies iff any incorrect does, so taking it
+    is taking the longest qualifying one. A shorter or equally long wrong answer is no
+    long2short negative (it would teach "longer is better").
     Pair (pos, longest correct) exists iff len(longest correct) >= length_ratio * len(pos) and
     len(longest correct) > len(pos) (so it is a different, strictly longer sample). A group with
     no correct response has no pair.
@@ -54,9 +62,11 @@ def long2short_pairs(lengths, correct, *, length_ratio=1.5):
     long_right = jnp.argmax(jnp.where(correct, lengths, -jnp.inf), axis=-1).astype(jnp.int32)
     pos_len = jnp.take_along_axis(lengths, pos_idx[:, None], axis=-1)[:, 0]
     right_len = jnp.take_along_axis(lengths, long_right[:, None], axis=-1)[:, 0]
+    wrong_len = jnp.take_along_axis(lengths, long_wrong[:, None], axis=-1)[:, 0]
     # `> pos_len` too: equal lengths (e.g. both 0) are never a long2short pair.
     long_enough = (right_len >= length_ratio * pos_len) & (right_len > pos_len)
-    valid = jnp.stack([has_correct & has_incorrect, has_correct & long_enough], axis=-1)
+    wrong_longer = has_incorrect & (wrong_len > pos_len)
+    valid = jnp.stack([has_correct & wrong_longer, has_correct & long_enough], axis=-1)
     return Long2ShortPairs(pos_idx, jnp.stack([long_wrong, long_right], axis=-1), valid)
 
 

@@ -169,21 +169,61 @@ def policy_gradient_loss(logp, rewards, mask, *, seq_reduce="sum"):
     return loss, metrics
 
 
-def rest_loss(logp, rewards, mask, *, correct=None, correct_threshold=0.5, seq_reduce="sum"):
+def _rest_all_correct(correct, rewards, mask):
+    """Every correct response (rejection-sampling fine-tuning). -> keep [B, K] bool."""
+    return correct
+
+
+def _rest_best(correct, rewards, mask):
+    """One response per prompt, the report's form of ReST (sec. 3.5: "fitting the best
+    response sampled from the current model"): the correct response with the highest reward;
+    ties (all correct ones under {0, 1} rewards) go to the shortest (fewest counted tokens, as
+    shortest rejection sampling does, sec. 2.4; with the length penalty of sec. 2.3.3 the
+    highest reward already is the shortest correct), then to the lowest index. None when the
+    prompt has no correct response. -> keep [B, K] bool."""
+    top = correct & (rewards == jnp.max(jnp.where(correct, rewards, -jnp.inf), -1, keepdims=True))
+    length = jnp.sum(mask > 0, axis=-1).astype(jnp.float32)
+    idx = jnp.argmin(jnp.where(top, length, jnp.inf), axis=-1)  # argmin: first of ties
+    return correct & jax.nn.one_hot(idx, correct.shape[-1], dtype=bool)
+
+
+# Which correct responses ReST fits (option `rest_select`).
+REST_SELECT = {"all_correct": _rest_all_correct, "best": _rest_best}
+
+
+def rest_loss(
+    logp,
+    rewards,
+    mask,
+    *,
+    correct=None,
+    correct_threshold=0.5,
+    seq_reduce="sum",
+    rest_select="all_correct",
+):
     """ReST / rejection-sampling fine-tuning: NLL of correct responses only (sec. 3.5 ablation).
 
-        c[b,j] = correct[b,j]  if `correct` is given, else  rewards[b,j] >= correct_threshold
-        L      = -sum_{b,j} c[b,j] * sum_t mask * logp[b,j,t] / max(1, sum_{b,j} c[b,j])
+        ok[b,j] = correct[b,j]  if `correct` is given, else  rewards[b,j] >= correct_threshold,
+                  and the response has a counted token (mask > 0 somewhere)
+        c       = REST_SELECT[rest_select](ok, rewards, mask)     ("all_correct": c = ok;
+                  "best": per prompt the one correct response of highest reward, ties to the
+                  shortest then the lowest index: the report's "best response")
+        L       = -sum_{b,j} c[b,j] * sum_t mask * logp[b,j,t] / max(1, sum_{b,j} c[b,j])
 
-    i.e. the mean NLL over the kept (correct) responses; incorrect responses contribute neither
-    value nor gradient (no negative gradient). The default threshold 0.5 keeps exactly reward 1
+    i.e. the mean NLL over the kept responses; the others contribute neither value nor
+    gradient (no negative gradient). The default threshold 0.5 keeps exactly reward 1
     for {0, 1} rewards and still separates correct from incorrect when the length penalty of
     sec. 2.3.3 (weight w <= 1) has been added: correct rewards are then >= 1 - w/2 >= 0.5 and
     incorrect ones <= 0. Pass `correct` ([B, K], nonzero = correct) to bypass the threshold.
+    A response without counted tokens (its group dropped by algo.skip_zero_advantage, or all
+    its tokens old under exclude_old) is never kept: it would count in the denominator, and
+    "best" would pick it as the shortest, while it has nothing to fit.
     Args: logp, mask [B, K, T]; rewards [B, K]. Returns (loss [], metrics).
     """
     rewards = jax.lax.stop_gradient(rewards)
-    keep = (rewards >= correct_threshold) if correct is None else (jnp.asarray(correct) > 0)
+    ok = (rewards >= correct_threshold) if correct is None else (jnp.asarray(correct) > 0)
+    ok = ok & jnp.any(mask > 0, axis=-1)
+    keep = _choice(REST_SELECT, rest_select, "rest_select")(ok, rewards, mask)
     seq_logp = sequence_sum(logp, mask, seq_reduce)
     n_keep = jnp.sum(keep).astype(seq_logp.dtype)
     loss = -jnp.sum(jnp.where(keep, seq_logp, 0)) / jnp.maximum(n_keep, 1)
@@ -227,7 +267,9 @@ class LossConfig:
     name: a key of LOSSES. tau: KL weight of sec. 2.3.2 (the report gives no value; 1.0 keeps the
     per-iteration sequence log-ratio near the advantage). log_z: a key of LOG_Z. seq_reduce: a
     key of SEQ_REDUCE ("sum" is the report's). loss_scale: a key of LOSS_SCALE ("none" is the
-    report's). correct_threshold: reward at or above which ReST keeps a response.
+    report's). correct_threshold: reward at or above which ReST counts a response correct.
+    rest_select: a key of REST_SELECT, which correct responses ReST fits: "all_correct"
+    (rejection-sampling fine-tuning, the default) or "best" (one per prompt, the report's).
     Clipped-ratio arms (grpo, dapo, gspo, cispo; k15_jax/rl/clipped.py), None = the paper's
     value from LOSS_DEFAULTS: aggregation (a key of clipped.AGGREGATIONS), clip_low and
     clip_high (ratio range [1 - clip_low, 1 + clip_high]), adv_norm (a key of
@@ -241,6 +283,7 @@ class LossConfig:
     seq_reduce: str = "sum"
     loss_scale: str = "none"
     correct_threshold: float = 0.5
+    rest_select: str = "all_correct"
     aggregation: str | None = None
     clip_low: float | None = None
     clip_high: float | None = None
@@ -255,7 +298,7 @@ _CLIPPED = ("aggregation", "clip_low", "clip_high", "adv_norm", "adv_eps", "kl_c
 _OPTION_FIELDS = {
     "mirror_descent": ("tau", "log_z", "seq_reduce", "loss_scale"),
     "policy_gradient": ("seq_reduce",),
-    "rest": ("seq_reduce", "correct_threshold"),
+    "rest": ("seq_reduce", "correct_threshold", "rest_select"),
     **{name: _CLIPPED for name in ("grpo", "dapo", "gspo", "cispo")},
 }
 
@@ -282,6 +325,7 @@ _CHECKS = {
     "correct_threshold": lambda v: (
         None if math.isfinite(v) else _bad("correct_threshold", v, "finite")
     ),
+    "rest_select": lambda v: _choice(REST_SELECT, v, "rest_select"),
     "aggregation": lambda v: _choice(clipped.AGGREGATIONS, v, "aggregation"),
     "adv_norm": lambda v: _choice(clipped.ADVANTAGES, v, "adv_norm"),
     "clip_low": lambda v: (

@@ -15,10 +15,16 @@ import numpy as np
 class SamplerConfig:
     """name: uniform | curriculum | prioritized.
 
-    curriculum: `mode="warmup_then_hard"` samples the whole pool for `warmup_iterations`,
-    then mostly the hard bands (the report's ablation, Fig. 9), keeping `easy_fraction` of
-    each batch on the whole pool so easier bands are not forgotten; `mode="staged"` opens
-    the bands easy to hard, one more every `stage_iterations`.
+    curriculum (`mode`, a key of CURRICULUM_MODES):
+      `mode="warmup_then_hard"` samples the whole pool for `warmup_iterations`, then draws
+      round(easy_fraction * n) prompts of each batch from the whole pool and the rest from
+      `hard_bands`:
+        easy_fraction=0.0  hard only after warm-up: the report's curriculum (sec. 2.3.4,
+                           "... then train solely on hard problems"; Fig. 9);
+        easy_fraction>0    mixed (not in the report): that share stays on the whole pool so
+                           easier bands are not forgotten (0.25 by default; the exp presets
+                           use 0.5).
+      `mode="staged"` opens the bands easy to hard, one more every `stage_iterations`.
     prioritized: p_i proportional to max(1 - s_i, floor), s_i the success rate of prompt i.
     oversample: draw oversample x batch_prompts prompts and train on batch_prompts groups,
     mixed rewards first (DAPO's dynamic sampling, one round: k15_jax/rl/filters.py); 1 = off.
@@ -81,21 +87,33 @@ def _hard_set(bands: np.ndarray, cfg: SamplerConfig) -> list[str]:
     return hard
 
 
-def curriculum(state, bands, n, rng, cfg, iteration, base=None):
-    bands = np.asarray(bands)
+def _warmup_then_hard(bands, n, rng, cfg, iteration, base):
+    """Whole pool during warm-up; then round(easy_fraction * n) from the whole pool and the
+    rest from the hard bands (easy_fraction=0: hard only, the report's sec. 2.3.4)."""
     everything = np.arange(len(bands))
-    if cfg.mode == "staged":
-        order = list(dict.fromkeys(bands.tolist()))
-        open_bands = order[: 1 + iteration // max(cfg.stage_iterations, 1)]
-        return _choose(rng, np.flatnonzero(np.isin(bands, open_bands)), n, base=base)
-    if cfg.mode != "warmup_then_hard":
-        raise ValueError(f"sampler.mode={cfg.mode!r}; use 'warmup_then_hard' or 'staged'")
     if iteration < cfg.warmup_iterations:
         return _choose(rng, everything, n, base=base)
     n_easy = int(round(cfg.easy_fraction * n))
     hard = np.flatnonzero(np.isin(bands, _hard_set(bands, cfg)))
     easy = _choose(rng, everything, n_easy, base=base)
     return np.concatenate([easy, _choose(rng, hard, n - n_easy, base=base)])
+
+
+def _staged(bands, n, rng, cfg, iteration, base):
+    """Bands open easy to hard (pool order), one more every stage_iterations."""
+    order = list(dict.fromkeys(bands.tolist()))
+    open_bands = order[: 1 + iteration // max(cfg.stage_iterations, 1)]
+    return _choose(rng, np.flatnonzero(np.isin(bands, open_bands)), n, base=base)
+
+
+# sampler.mode of the curriculum sampler -> fn(bands, n, rng, cfg, iteration, base).
+CURRICULUM_MODES = {"warmup_then_hard": _warmup_then_hard, "staged": _staged}
+
+
+def curriculum(state, bands, n, rng, cfg, iteration, base=None):
+    if cfg.mode not in CURRICULUM_MODES:
+        raise ValueError(f"sampler.mode={cfg.mode!r}; choose one of {sorted(CURRICULUM_MODES)}")
+    return CURRICULUM_MODES[cfg.mode](np.asarray(bands), n, rng, cfg, iteration, base)
 
 
 def prioritized(state, bands, n, rng, cfg, iteration, base=None):

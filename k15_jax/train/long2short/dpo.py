@@ -1,8 +1,9 @@
 """DPO long2short as a training stage (report sec. 2.4).
 
 From K samples per prompt of the starting policy, the pairs of `rl.long2short.long2short_pairs`
-(positive: shortest correct; negatives: longest incorrect, and longest correct if >= 1.5x
-longer) are trained with `rl.long2short.dpo_loss` against the frozen starting policy.
+(positive: shortest correct; negatives: the longest incorrect if longer than the positive,
+and the longest correct if >= 1.5x longer) are trained with `rl.long2short.dpo_loss` against
+the frozen starting policy.
 Only a prompt's three rows that can be in a pair (positive, two negatives) are kept, so a
 step runs the model on 3 sequences per prompt instead of K.
 
@@ -27,7 +28,8 @@ def pair_rows(groups: Groups, length_ratio: float):
 
     Returns (pairs, tokens [B', 3, T], mask [B', 3, T]) for the B' prompts with at least one
     valid pair: pairs are the prompts' `long2short_pairs` over their K samples (numpy), the
-    rows are each prompt's (positive, longest incorrect, longest correct) samples.
+    rows are each prompt's (positive, longest incorrect, longest correct) samples; a row whose
+    pair is invalid (e.g. no incorrect sample longer than the positive) is only masked.
     """
     p = long2short_pairs(groups.length, groups.correct, length_ratio=length_ratio)
     pos, neg, valid = (np.asarray(x) for x in p)
