@@ -44,7 +44,8 @@ def extend_kv(st: Static, params, prefix: Prefix, rows, tokens, n, last) -> Pref
     the prompt row each continued sequence starts from (rows repeat: K trajectories of one
     prompt share it). tokens [M, Tr]: the prompt's last token, then the response but its
     last token, right-padded; n [M] (>= 1) valid tokens; last [M] the response's last token.
-    Positions beyond each row's new length are zero, as `prefill_kv` leaves them.
+    Positions beyond each row's new length hold what the prompt prefill left there (decode
+    masks them); the extension's padded tokens write nothing.
     """
     cfg = st.model
     k, v = prefix.k[:, rows], prefix.v[:, rows]  # [L, M, G, C, Dh]: the shared copy
@@ -52,8 +53,7 @@ def extend_kv(st: Static, params, prefix: Prefix, rows, tokens, n, last) -> Pref
     M, Tr = tokens.shape
     t = jnp.arange(Tr)[None, :]
     positions = start[:, None] + t  # [M, Tr]
-    valid = (t < n[:, None])[:, :, None, None]
-    # padded tokens write nothing: their index goes past C and the scatter drops it
+    # padded tokens write nothing: their index is C, which the scatter drops
     write_at = jnp.where(t < n[:, None], positions, k.shape[3])
     m_idx = jnp.arange(M)[:, None]
 
@@ -61,8 +61,7 @@ def extend_kv(st: Static, params, prefix: Prefix, rows, tokens, n, last) -> Pref
         layer, ck, cv = xs  # ck [M, G, C, Dh]
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
         q, kn, vn = qkv_projections(cfg, layer, h, positions)
-        kn = jnp.where(valid, kn, 0).astype(ck.dtype)  # [M, Tr, G, Dh]
-        vn = jnp.where(valid, vn, 0).astype(cv.dtype)
+        kn, vn = kn.astype(ck.dtype), vn.astype(cv.dtype)  # [M, Tr, G, Dh]
         # advanced indices (m, positions) around a slice put their dims first: [M, Tr, G, Dh]
         ck = ck.at[m_idx, :, write_at].set(kn, mode="drop")
         cv = cv.at[m_idx, :, write_at].set(vn, mode="drop")
