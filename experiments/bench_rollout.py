@@ -167,8 +167,8 @@ def bench_decode_only(engine, prompts: np.ndarray, repeats: int) -> float:
         state = engine.insert(prefix, state, [{"slot": i, "row": i} for i in range(BATCH)])
         jax.block_until_ready(state)
         t0 = time.perf_counter()
-        for _ in range(NEW // n):
-            state, out = engine.generate(engine.params, state, n)
+        for _ in range(NEW // min(n, NEW)):  # --new below steps_per_sync: one short chunk
+            state, out = engine.generate(engine.params, state, min(n, NEW))
             jax.device_get(out)
         best = min(best, time.perf_counter() - t0)
     return BATCH * NEW / best
@@ -223,6 +223,11 @@ def partial_cases(args) -> dict:
     return cases
 
 
+def ratio(a: float, b: float):
+    """a / b, or None when b is 0 (a tiny run may complete no sequence in a mode)."""
+    return a / b if b else None
+
+
 def partial_figures(results: dict) -> dict:
     """JSON keys of the partial-rollout cases (time per iteration and completed sequences
     per second in both modes, so deferring long samples cannot flatter the speedup)."""
@@ -232,7 +237,7 @@ def partial_figures(results: dict) -> dict:
             continue
         full, part = results[name][False], results[name][True]
         out[f"partial_rollout_speedup{suffix}"] = full["mean_iter_s"] / part["mean_iter_s"]
-        out[f"partial_throughput_speedup{suffix}"] = part["seqs_per_s"] / full["seqs_per_s"]
+        out[f"partial_throughput_speedup{suffix}"] = ratio(part["seqs_per_s"], full["seqs_per_s"])
         out[f"partial_mean_iter_s{suffix}"] = part["mean_iter_s"]
         out[f"full_mean_iter_s{suffix}"] = full["mean_iter_s"]
         out[f"partial_seqs_per_s{suffix}"] = part["seqs_per_s"]
@@ -242,7 +247,7 @@ def partial_figures(results: dict) -> dict:
         out["long_tokens_per_s"] = full["tokens_per_s"]
         out["long_partial_tokens_per_s"] = part["tokens_per_s"]
         out["long_partial_speedup"] = full["mean_iter_s"] / part["mean_iter_s"]
-        out["long_partial_throughput_speedup"] = part["seqs_per_s"] / full["seqs_per_s"]
+        out["long_partial_throughput_speedup"] = ratio(part["seqs_per_s"], full["seqs_per_s"])
         out["long_full_seqs_per_s"] = full["seqs_per_s"]
         out["long_partial_seqs_per_s"] = part["seqs_per_s"]
     return out
