@@ -30,10 +30,10 @@ Prints one JSON object as its last line.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -41,10 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.rollout_cases import PartialCase, bench_partial, breakdown, log
 from k15_jax.model import load_hf
 from k15_jax.rollout import RolloutConfig, collect, make_engine, timed_handover
 from k15_jax.sharding import TRAIN_RULES, MeshConfig, make_mesh, param_shardings
 
+# batch, prompt tokens, new tokens of the main case (flags can shrink them)
 BATCH, PROMPT, NEW = 32, 64, 128
 HF_CONFIG = dict(
     vocab_size=8192,
@@ -56,28 +58,20 @@ HF_CONFIG = dict(
     tie_word_embeddings=True,
     max_position_embeddings=1024,
 )
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-_COMPILE_S = [0.0]
-
-
-def _count_compiles(event: str, duration: float, **kwargs) -> None:
-    if event.startswith("/jax/core/compile"):
-        _COMPILE_S[0] += duration
-
-
-jax.monitoring.register_event_duration_secs_listener(_count_compiles)
-
-
-def timed(fn, *args, **kwargs):
-    """(result, wall seconds, of which XLA tracing/compiling seconds)."""
-    c0, t0 = _COMPILE_S[0], time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0, _COMPILE_S[0] - c0
+# configs/model/qwen2_5_0_5b.yaml as a transformers config (random weights, no download)
+QWEN_0_5B = dict(
+    vocab_size=151936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=32768,
+)
+SHAPES = {"28m": HF_CONFIG, "qwen2_5_0_5b": QWEN_0_5B}
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
@@ -101,14 +95,14 @@ def decode_flops_per_token(cfg, context: float) -> float:
     return 2 * (matrices + head) + attn
 
 
-def build_models(tmp: str):
+def build_models(tmp: str, shape: str = "28m", dtype: str = "float32"):
     import torch
     import transformers
 
     torch.manual_seed(0)
-    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**HF_CONFIG)).eval()
+    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**SHAPES[shape])).eval()
     hf.save_pretrained(tmp)
-    cfg, params = load_hf(tmp)
+    cfg, params = load_hf(tmp, dtype=dtype, param_dtype=dtype)
     return hf, cfg, params
 
 
@@ -173,8 +167,8 @@ def bench_decode_only(engine, prompts: np.ndarray, repeats: int) -> float:
         state = engine.insert(prefix, state, [{"slot": i, "row": i} for i in range(BATCH)])
         jax.block_until_ready(state)
         t0 = time.perf_counter()
-        for _ in range(NEW // n):
-            state, out = engine.generate(engine.params, state, n)
+        for _ in range(NEW // min(n, NEW)):  # --new below steps_per_sync: one short chunk
+            state, out = engine.generate(engine.params, state, min(n, NEW))
             jax.device_get(out)
         best = min(best, time.perf_counter() - t0)
     return BATCH * NEW / best
@@ -190,125 +184,151 @@ def bench_handover(engine, params) -> float:
     return statistics.median(times[1:])  # the first one compiles
 
 
-def long_tail_lengths(rng, n: int) -> np.ndarray:
-    return np.clip(np.round(np.exp(rng.normal(np.log(24), 1.0, n))), 8, 256).astype(int)
-
-
-def bench_partial(cfg, params, iterations: int, warmup: int, k: int, budget: int = 64):
-    """RL iterations without / with partial rollouts on long-tailed response lengths, BATCH
-    trajectories (BATCH / k prompts x k samples) per iteration; the first `warmup`
-    iterations (compiles of new prefill / attention-span buckets, buffer filling up to its
-    steady state) are not timed. Lengths are per prompt (all k samples of a prompt share
-    one), so k = 1 is the per-trajectory case and k = 4 adds the whole-group constraint."""
-    prompts_per_iter = BATCH // k
-    out = {}
-    for partial in (False, True):
-        rc = RolloutConfig(
-            greedy=True,
-            max_new_tokens=256,
-            max_prompt_len=PROMPT,
-            slots=BATCH,
-            steps_per_sync=16,
-            stop_on_repeat=False,
-            partial=partial,
-            budget_tokens=budget,
-        )
-        engine = make_engine(cfg, rc, eos_id=(), params=params)
-        rng = np.random.default_rng(0)  # same prompts and lengths in both modes
-        buffer, times, seqs, tokens = None, [], 0, 0
-        for it in range(warmup + iterations):
-            lens = long_tail_lengths(rng, prompts_per_iter)
-            reqs = [
-                (f"{it}-{i}", rng.integers(3, cfg.vocab_size, PROMPT).tolist(), int(n))
-                for i, n in enumerate(lens)
-            ]
-            (ro, ids, buffer, stats), dt, compile_s = timed(
-                collect, engine, reqs, k=k, iteration=it, key=jax.random.key(it), buffer=buffer
-            )
-            if it >= warmup:
-                times.append(dt - compile_s)  # a new bucket can still compile: not counted
-                seqs += len(ids) * k
-                tokens += int(stats["tokens_generated"])
-            log(
-                f"  k={k} partial={partial} it={it}: {dt:.2f}s ({compile_s:.2f}s compiling), "
-                f"{len(ids)} groups back, buffer {buffer.num_groups}, "
-                f"steps {stats['decode_steps']:.0f}, prefill tokens {stats['prefill_tokens']:.0f}"
-            )
-        out[partial] = dict(
-            mean_iter_s=float(np.mean(times)),
-            seqs_per_s=seqs / sum(times),
-            tokens_per_s=tokens / sum(times),
-        )
-    return out
-
-
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=3)
-    args = ap.parse_args(argv)
-    rng = np.random.default_rng(0)
-    prompts = rng.integers(3, HF_CONFIG["vocab_size"], (BATCH, PROMPT)).astype(np.int32)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="28m", help="model shape")
+    ap.add_argument("--dtype", default="float32", help="params and activations (bfloat16)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="main case: slots = prompts")
+    ap.add_argument("--prompt", type=int, default=PROMPT, help="main case: prompt tokens")
+    ap.add_argument("--new", type=int, default=NEW, help="main case: new tokens")
+    ap.add_argument("--partial-new", type=int, default=256, help="partial cases: max new")
+    ap.add_argument("--partial-budget", type=int, default=64)
+    ap.add_argument("--k8-prompts", type=int, default=8, help="k8 case: prompts x K=8")
+    ap.add_argument("--long-prompt", type=int, default=256)
+    ap.add_argument("--long-new", type=int, default=1024)
+    ap.add_argument("--long-prompts", type=int, default=4, help="long case: prompts x K=8")
+    ap.add_argument("--long-budget", type=int, default=256)
+    ap.add_argument("--skip", default="", help="comma list of: hf, partial, long, breakdown")
+    ap.add_argument("--json-out", help="also write the JSON object to this file")
+    return ap.parse_args(argv)
 
+
+def partial_cases(args) -> dict:
+    """The partial-rollout cases: name -> PartialCase (all through `collect`)."""
+    lo = min(8, args.partial_new)
+    common = dict(prompt_len=args.prompt, max_new=args.partial_new, budget=args.partial_budget)
+    cases = {
+        "k1": PartialCase(args.batch, 1, **common, slots=args.batch, median=24, lo=lo),
+        "k4": PartialCase(max(args.batch // 4, 1), 4, **common, slots=args.batch, median=24, lo=lo),
+        "k8": PartialCase(args.k8_prompts, 8, **common, slots=args.batch, median=24, lo=lo),
+    }
+    long_lo = min(32, args.long_new)
+    cases["long"] = PartialCase(
+        args.long_prompts, 8, args.long_prompt, args.long_new, args.long_budget,
+        slots=args.long_prompts * 8, median=args.long_new / 6, lo=long_lo,
+    )  # fmt: skip
+    return cases
+
+
+def ratio(a: float, b: float):
+    """a / b, or None when b is 0 (a tiny run may complete no sequence in a mode)."""
+    return a / b if b else None
+
+
+def partial_figures(results: dict) -> dict:
+    """JSON keys of the partial-rollout cases (time per iteration and completed sequences
+    per second in both modes, so deferring long samples cannot flatter the speedup)."""
+    out = {}
+    for name, suffix in (("k1", ""), ("k4", "_k4"), ("k8", "_k8")):
+        if name not in results:
+            continue
+        full, part = results[name][False], results[name][True]
+        out[f"partial_rollout_speedup{suffix}"] = full["mean_iter_s"] / part["mean_iter_s"]
+        out[f"partial_throughput_speedup{suffix}"] = ratio(part["seqs_per_s"], full["seqs_per_s"])
+        out[f"partial_mean_iter_s{suffix}"] = part["mean_iter_s"]
+        out[f"full_mean_iter_s{suffix}"] = full["mean_iter_s"]
+        out[f"partial_seqs_per_s{suffix}"] = part["seqs_per_s"]
+        out[f"full_seqs_per_s{suffix}"] = full["seqs_per_s"]
+    if "long" in results:
+        full, part = results["long"][False], results["long"][True]
+        out["long_tokens_per_s"] = full["tokens_per_s"]
+        out["long_partial_tokens_per_s"] = part["tokens_per_s"]
+        out["long_partial_speedup"] = full["mean_iter_s"] / part["mean_iter_s"]
+        out["long_partial_throughput_speedup"] = ratio(part["seqs_per_s"], full["seqs_per_s"])
+        out["long_full_seqs_per_s"] = full["seqs_per_s"]
+        out["long_partial_seqs_per_s"] = part["seqs_per_s"]
+    return out
+
+
+def main(argv=None):
+    global BATCH, PROMPT, NEW  # the main case's sizes, read by the bench_* functions
+    args = parse_args(argv)
+    BATCH, PROMPT, NEW = args.batch, args.prompt, args.new
+    skip = set(filter(None, args.skip.split(",")))
+    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        hf, cfg, params = build_models(tmp)
-    log(f"model: {cfg.num_params / 1e6:.1f}M params")
+        hf, cfg, params = build_models(tmp, args.shape, args.dtype)
+    prompts = rng.integers(3, cfg.vocab_size, (BATCH, PROMPT)).astype(np.int32)
+    log(f"model: {cfg.num_params / 1e6:.1f}M params, {args.dtype}")
     flops_s = matmul_flops_per_s()
     per_token = decode_flops_per_token(cfg, PROMPT + NEW / 2)
     log(f"matmul {flops_s / 1e9:.1f} GFLOP/s, {per_token / 1e6:.1f} MFLOP/token")
 
     load_before = os.getloadavg()[0]
-    hf_tps, hf_tokens, hf_threads = bench_hf(hf, prompts, args.repeats)
-    log(f"transformers generate: {hf_tps:.0f} tokens/s")
+    result = {}
+    hf_tokens = None
+    if "hf" not in skip:
+        hf_tps, hf_tokens, hf_threads = bench_hf(hf, prompts, args.repeats)
+        log(f"transformers generate: {hf_tps:.0f} tokens/s")
+        result.update(hf_tokens_per_s=hf_tps, hf_torch_threads=hf_threads)
+    del hf
     k15_tps, k15_tokens, engine = bench_k15(cfg, params, prompts, args.repeats)
     log(f"k15_jax collect: {k15_tps:.0f} tokens/s")
     decode_tps = bench_decode_only(engine, prompts, args.repeats)
     handover_s = bench_handover(engine, params)
     flops_s_after = matmul_flops_per_s()  # the machine is shared: bracket the measurements
     roofline = max(flops_s, flops_s_after) / per_token  # the best the machine showed
-    log("partial rollouts:")
-    part = bench_partial(cfg, params, args.iterations, args.warmup, k=1)
-    part4 = bench_partial(cfg, params, args.iterations, args.warmup, k=4)
-
-    same_rows = float(np.mean(np.all(k15_tokens == hf_tokens, axis=1)))
-    first_diff = [
-        int(np.argmax(a != b)) if np.any(a != b) else NEW for a, b in zip(k15_tokens, hf_tokens)
-    ]
-    result = {
-        "k15_tokens_per_s": k15_tps,
-        "hf_tokens_per_s": hf_tps,
-        "roofline_tokens_per_s": roofline,
-        "handover_s": handover_s,
-        "partial_rollout_speedup": part[False]["mean_iter_s"] / part[True]["mean_iter_s"],
-        "k15_vs_hf": k15_tps / hf_tps,
-        "k15_vs_roofline": k15_tps / roofline,
-        "k15_decode_tokens_per_s": decode_tps,
-        "k15_decode_vs_roofline": decode_tps / roofline,
-        "hf_torch_threads": hf_threads,
-        "matmul_gflop_s": flops_s / 1e9,
-        "matmul_gflop_s_after": flops_s_after / 1e9,
-        "decode_mflop_per_token": per_token / 1e6,
-        "partial_mean_iter_s": part[True]["mean_iter_s"],
-        "full_mean_iter_s": part[False]["mean_iter_s"],
-        "partial_seqs_per_s": part[True]["seqs_per_s"],
-        "full_seqs_per_s": part[False]["seqs_per_s"],
-        "partial_throughput_speedup": part[True]["seqs_per_s"] / part[False]["seqs_per_s"],
-        "partial_rollout_speedup_k4": part4[False]["mean_iter_s"] / part4[True]["mean_iter_s"],
-        "partial_throughput_speedup_k4": part4[True]["seqs_per_s"] / part4[False]["seqs_per_s"],
-        "greedy_rows_equal_to_hf": same_rows,
-        "greedy_mean_first_divergence": float(np.mean(first_diff)),
-        "params_m": cfg.num_params / 1e6,
-        "batch": BATCH,
-        "prompt_tokens": PROMPT,
-        "new_tokens": NEW,
-        "backend": jax.default_backend(),
-        "devices": len(jax.devices()),
-        "cpu_count": os.cpu_count(),
-        "load_average_start": load_before,
-        "load_average_end": os.getloadavg()[0],
-    }
-    print(json.dumps(result))
+    result.update(
+        k15_tokens_per_s=k15_tps,
+        roofline_tokens_per_s=roofline,
+        handover_s=handover_s,
+        k15_vs_roofline=k15_tps / roofline,
+        k15_decode_tokens_per_s=decode_tps,
+        k15_decode_vs_roofline=decode_tps / roofline,
+        matmul_gflop_s=flops_s / 1e9,
+        matmul_gflop_s_after=flops_s_after / 1e9,
+        decode_mflop_per_token=per_token / 1e6,
+    )
+    if hf_tokens is not None:
+        first_diff = [
+            int(np.argmax(a != b)) if np.any(a != b) else NEW for a, b in zip(k15_tokens, hf_tokens)
+        ]
+        result["k15_vs_hf"] = k15_tps / result["hf_tokens_per_s"]
+        result["greedy_rows_equal_to_hf"] = float(np.mean(np.all(k15_tokens == hf_tokens, 1)))
+        result["greedy_mean_first_divergence"] = float(np.mean(first_diff))
+    if "breakdown" not in skip:
+        rc = dataclasses.replace(engine.cfg, greedy=False, temperature=1.0, top_p=0.95)
+        bd = breakdown(cfg, params, rc, prompts)
+        log("breakdown (s): " + ", ".join(f"{k} {v:.3f}" for k, v in bd.items()))
+        result.update({f"breakdown_{k}": v for k, v in bd.items()})
+    runs = {}
+    for name, case in partial_cases(args).items():
+        if ("long" if name == "long" else "partial") not in skip:
+            log(f"partial rollouts, case {name}: {case}")
+            runs[name] = bench_partial(cfg, params, case, args.iterations, args.warmup, name)
+    result.update(partial_figures(runs))
+    result.update(
+        params_m=cfg.num_params / 1e6,
+        shape=args.shape,
+        dtype=args.dtype,
+        batch=BATCH,
+        prompt_tokens=PROMPT,
+        new_tokens=NEW,
+        backend=jax.default_backend(),
+        devices=len(jax.devices()),
+        cpu_count=os.cpu_count(),
+        load_average_start=load_before,
+        load_average_end=os.getloadavg()[0],
+        load_average=list(os.getloadavg()),  # 1, 5 and 15 minutes, at the end
+    )
+    line = json.dumps(result)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            f.write(line + "\n")
+    print(line)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 `collect` samples K responses per request on a `RolloutEngine`. A slot that finishes (eos,
 length limit, repeat) or exhausts its per-call token budget is refilled from the queue at
-the next host sync (every `steps_per_sync` decode steps). The K samples of a request share
-one prefill (the prefix is inserted into K slots).
+the next host sync (every `steps_per_sync` decode steps). With `cfg.share_prefix` the K
+samples of a request share one prefill of the prompt (its KV is inserted into K slots), also
+when continued (see refill.py).
 
 Partial rollouts (report sec. 2.6.2, `cfg.partial`): each trajectory decodes at most
 `cfg.budget_tokens` tokens per call. Only complete groups (all K samples finished) are
 returned; a group with an unfinished sample goes, with its finished siblings, to the
-buffer, and its unfinished samples continue in the next call (prompt + partial response is
-prefilled, then decoding goes on). Each token records the iteration that produced it.
+buffer, and its unfinished samples continue in the next call (the prompt's prefix, then the
+partial response, are prefilled under the current params; then decoding goes on). Each
+token records the iteration that produced it.
 Buffered groups are returned before new ones, oldest first.
 
 Rollouts have fixed shapes so the trainer compiles once: T = max_prompt_len +
@@ -25,11 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from k15_jax.rollout import repeat
 from k15_jax.rollout.buffer import RolloutBuffer, Trajectory
+from k15_jax.rollout.refill import refill
 from k15_jax.rollout.requests import check_buffer, check_collect_cfg, check_images, parse_requests
 from k15_jax.rollout.sampling import trajectory_keys
-from k15_jax.rollout.steps import prefill_chunks
 from k15_jax.rollout.types import (
     FINISH_BUDGET,
     FINISH_EOS,
@@ -56,86 +57,21 @@ class _Counters:
     prefill_tokens: int = 0
     tokens: int = 0
     continued: int = 0
+    extend_calls: int = 0
+    extend_tokens: int = 0
     budget_stops: int = 0
 
 
-def _refill(engine, state, queue, slot_traj, budget, counters, prefixes, images=None):
-    """Moves queued trajectories into free slots: one prefill call, then inserts.
-
-    prefixes: request id -> (Prefix, row) of prompts whose fresh samples are still queued,
-    so the K samples of a request share one prefill even across refills.
-    images: request id -> image patches of the prompt (see `collect`).
-    """
-    free = [s for s, t in enumerate(slot_traj) if t is None]
-    take = [queue.popleft() for _ in range(min(len(free), len(queue)))]
-    new_seqs, src, fresh, seq_rid = [], {}, {}, []
-    for t in take:
-        if t.response:  # continued: prompt + partial response, never shared
-            src[id(t)] = len(new_seqs)
-            seq_rid.append(t.request_id)
-            new_seqs.append(np.concatenate([t.prompt, np.asarray(t.response, np.int32)]))
-            counters.continued += 1
-        elif t.request_id in prefixes:
-            src[id(t)] = prefixes[t.request_id]
-        else:
-            if t.request_id not in fresh:
-                fresh[t.request_id] = len(new_seqs)
-                seq_rid.append(t.request_id)
-                new_seqs.append(t.prompt)
-            src[id(t)] = fresh[t.request_id]
-    # prefill calls per length bucket (a short prompt batched with a long continuation would
-    # be padded to its length), split into power-of-four row counts (no padded rows)
-    where = {}  # index in new_seqs -> (Prefix, row)
-    by_len = collections.defaultdict(list)
-    for i, seq in enumerate(new_seqs):
-        by_len[engine.prefill_bucket(len(seq))].append(i)
-    for idx in by_len.values():
-        for size in prefill_chunks(len(idx), engine.batch_shards):
-            part, idx = idx[:size], idx[size:]
-            seqs = [new_seqs[i] for i in part]
-            if images:  # the image prompts of this call (None: the text-only path)
-                imgs = [images.get(seq_rid[i]) for i in part]
-                prefix = engine.prefill(engine.params, seqs, images=imgs)
-            else:
-                prefix = engine.prefill(engine.params, seqs)
-            where.update({i: (prefix, row) for row, i in enumerate(part)})
-            counters.prefill_calls += 1
-    counters.prefill_seqs += len(new_seqs)
-    counters.prefill_tokens += sum(len(s) for s in new_seqs)
-    src = {k: where[v] if isinstance(v, int) else v for k, v in src.items()}
-    prefixes.update({rid: where[i] for rid, i in fresh.items()})
-    by_prefix = collections.defaultdict(list)
-    for slot, t in zip(free, take):
-        slot_traj[slot] = t
-        pre, row = src[id(t)]
-        start = len(t.response)
-        ins = {
-            "slot": slot,
-            "row": row,
-            "key": t.key,
-            "pos": start,
-            "max_len": t.max_new,
-            "stop_at": min(t.max_new, start + budget),
-        }
-        if engine.cfg.stop_on_repeat:
-            ins["window"] = repeat.window_from_response(t.response, engine.window_len)
-        by_prefix[id(pre)].append((pre, ins))
-    for items in by_prefix.values():
-        state = engine.insert(items[0][0], state, [ins for _, ins in items])
-    waiting = {t.request_id for t in queue if not t.response}
-    for rid in [r for r in prefixes if r not in waiting]:
-        del prefixes[rid]
-    return state
-
-
-def _decode_all(engine, queue, slot_traj, budget, iteration, counters, images=None):
+def _decode_all(engine, queue, slot_traj, budget, iteration, counters, share, images=None):
     """Runs the continuous-batching loop until the queue and all slots are empty."""
     state = engine.init_decode_state()
     prefixes: dict = {}
     n = engine.cfg.steps_per_sync
     while queue or any(t is not None for t in slot_traj):
         if queue and any(t is None for t in slot_traj):
-            state = _refill(engine, state, queue, slot_traj, budget, counters, prefixes, images)
+            state = refill(
+                engine, state, queue, slot_traj, budget, counters, prefixes, share, images
+            )
         longest = max(len(t.prompt) + len(t.response) for t in slot_traj if t is not None)
         state, out = engine.generate(engine.params, state, n, max_context=longest + n)
         out = jax.device_get(out)
@@ -202,6 +138,8 @@ def _stats(counters, complete, new_buffer, n_queued: int, elapsed: float, engine
         "prefill_calls": float(counters.prefill_calls),
         "prefill_seqs": float(counters.prefill_seqs),
         "prefill_tokens": float(counters.prefill_tokens),
+        "extend_calls": float(counters.extend_calls),
+        "extend_tokens": float(counters.extend_tokens),
         "trajectories_decoded": float(n_queued),
         "trajectories_continued": float(counters.continued),
         "budget_stops": float(counters.budget_stops),
@@ -238,8 +176,8 @@ def collect(
       Ids must be unique, also against the ids waiting in `buffer`.
     k: samples per request (buffered groups keep the K they were created with; use one K
       per run so that Rollouts reshape to [B, K, T]).
-    cfg: rollout options (default engine.cfg); only partial, budget_tokens and
-      steps_per_sync may differ from the engine's.
+    cfg: rollout options (default engine.cfg); only partial, budget_tokens,
+      steps_per_sync and share_prefix may differ from the engine's.
     iteration: the policy version written into Rollouts.version for this call's tokens.
     key: PRNG key of this call; each new trajectory's key is derived from (key, request
       id, sample index), so samples do not depend on slots or batching.
@@ -282,7 +220,7 @@ def collect(
     counters = _Counters()
     slot_traj = [None] * engine.cfg.slots
     n_queued = len(queue)
-    _decode_all(engine, queue, slot_traj, budget, iteration, counters, images)
+    _decode_all(engine, queue, slot_traj, budget, iteration, counters, cfg.share_prefix, images)
 
     complete = [g for g in groups if all(t.done for t in g)]
     waiting = tuple(tuple(g) for g in groups if not all(t.done for t in g))

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from k15_jax.model.config import ModelConfig
 from k15_jax.rollout import repeat
+from k15_jax.rollout.extend import extend_kv
 from k15_jax.rollout.sampling import SamplingParams, key_width
 from k15_jax.rollout.steps import (
     CACHE_AXES,
@@ -121,7 +122,7 @@ class RolloutEngine:
     # ---- compiled functions ----
     def program(self, name: str, *extra):
         """The jitted function behind one of the host calls: "generate" (extra: n_steps,
-        span), "prefill", "prefill_images", "insert" or "init". For ahead-of-time compiles
+        span), "prefill", "prefill_images", "extend", "insert" or "init". For ahead-of-time compiles
         (`k15_jax.aot`): lower it with abstract arguments in the engine's shardings."""
         return self._jit(name, *extra)
 
@@ -131,6 +132,7 @@ class RolloutEngine:
             "generate": (self._static,),
             "prefill": (self.model_cfg, self.cache_len),
             "prefill_images": (self.model_cfg, self.cache_len),
+            "extend": (self.model_cfg,),
             "insert": (),
             "init": (
                 self.model_cfg,
@@ -171,6 +173,14 @@ class RolloutEngine:
             return jax.jit(
                 lambda p, t, n, last, im: prefill_kv(st, self.cache_len, p, t, n, last, im),
                 in_shardings=(ps, tok, row, row, img),
+                out_shardings=fs,
+            )
+        if name == "extend":
+            fs, row = self.prefix_shardings, self.prefix_shardings.lengths
+            tok = self._sharding(("batch", None))
+            return jax.jit(
+                lambda p, pre, r, t, n, last: extend_kv(st, p, pre, r, t, n, last),
+                in_shardings=(ps, fs, row, tok, row, row),
                 out_shardings=fs,
             )
         if name == "insert":
@@ -240,6 +250,25 @@ class RolloutEngine:
         v = self.model_cfg.vision
         batch = pad_images(list(images) + [None] * (P - len(images)), v.max_images, v)
         return self._jit("prefill_images")(params, tokens, lengths, last, batch)
+
+    def extend(self, params, prefix: Prefix, rows: Sequence[int], prompt_last, responses):
+        """Continues prefix rows with partial responses (prompt KV shared, see extend.py).
+
+        rows[i]: the prefix row (a prompt prefilled by `prefill`) of continued sequence i;
+        prompt_last[i]: that prompt's last token; responses[i]: its partial response (>= 1
+        tokens). Returns a Prefix of the sequences prompt + response, one row each. Rows are
+        bucketed like `prefill`'s, the extension to `prefill_bucket(len(response))`.
+        """
+        M = bucket(len(rows), self.batch_shards, self.cfg.slots)
+        Tr = max(self.prefill_bucket(len(r) + 1) for r in responses)
+        tokens = np.full((M, Tr), self.pad_id, np.int32)
+        n = np.ones((M,), np.int32)  # padded rows extend row 0 by one token, unused
+        last = np.full((M,), self.pad_id, np.int32)
+        idx = np.zeros((M,), np.int32)
+        for i, (r, first, resp) in enumerate(zip(rows, prompt_last, responses)):
+            tokens[i, 0], tokens[i, 1 : len(resp)] = first, resp[:-1]
+            n[i], last[i], idx[i] = len(resp), resp[-1], r
+        return self._jit("extend")(params, prefix, idx, tokens, n, last)
 
     def prefill_bucket(self, length: int) -> int:
         """Padded prefill length of a sequence of `length` tokens (its last token is fed by

@@ -61,6 +61,9 @@ class RolloutConfig:
     stop_on_repeat: run the detector (False switches it off entirely).
     steps_per_sync: decode steps run on device between two host syncs (continuous batching
       refills freed slots at these points).
+    share_prefix: the K samples of a prompt share one prefill of it (its KV is copied into
+      their K slots), fresh and continued (partial rollouts) alike; false prefills the
+      prompt once per sample. Samples are the same either way; only the cost differs.
     """
 
     temperature: float = 1.0
@@ -77,6 +80,7 @@ class RolloutConfig:
     repeat_window: int = 512
     stop_on_repeat: bool = True
     steps_per_sync: int = 8
+    share_prefix: bool = True
 
 
 def check_rollout_config(cfg: RolloutConfig) -> None:

@@ -1,0 +1,164 @@
+"""Cases of `bench_rollout`: partial rollouts on long-tailed lengths, and a timing breakdown.
+
+Both drive `k15_jax.rollout.collect` exactly as the trainer does; the breakdown wraps the
+engine's host calls with `block_until_ready`, so it serialises host and device (use its
+shares, not its total, as the figure).
+"""
+
+import dataclasses
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from k15_jax.rollout import RolloutConfig, collect, make_engine
+from k15_jax.rollout.sampling import SamplingParams, policy_logp, sample_tokens
+
+_COMPILE_S = [0.0]
+
+
+def _count_compiles(event: str, duration: float, **kwargs) -> None:
+    if event.startswith("/jax/core/compile"):
+        _COMPILE_S[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def timed(fn, *args, **kwargs):
+    """(result, wall seconds, of which XLA tracing/compiling seconds)."""
+    c0, t0 = _COMPILE_S[0], time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0, _COMPILE_S[0] - c0
+
+
+def long_tail_lengths(rng, n: int, median: float, lo: int, hi: int) -> np.ndarray:
+    """Log-normal (sigma 1) response lengths, clipped to [lo, hi]."""
+    return np.clip(np.round(np.exp(rng.normal(np.log(median), 1.0, n))), lo, hi).astype(int)
+
+
+@dataclasses.dataclass
+class PartialCase:
+    """One partial-rollout comparison: `prompts` x `k` trajectories per iteration, lengths
+    per prompt (all k samples of a prompt share one, so a group returns when its longest
+    sample does) drawn long-tailed between lo and hi around median."""
+
+    prompts: int
+    k: int
+    prompt_len: int
+    max_new: int
+    budget: int
+    slots: int
+    median: float
+    lo: int
+
+
+def bench_partial(cfg, params, case: PartialCase, iterations: int, warmup: int, label: str):
+    """RL iterations without / with a budget; the first `warmup` iterations (compiles of new
+    buckets, buffer filling to its steady state) are not timed, and compile time inside timed
+    iterations is subtracted. Returns {partial: {mean_iter_s, seqs_per_s, tokens_per_s}}."""
+    out = {}
+    for partial in (False, True):
+        rc = RolloutConfig(
+            greedy=True,
+            max_new_tokens=case.max_new,
+            max_prompt_len=case.prompt_len,
+            slots=case.slots,
+            steps_per_sync=16,
+            stop_on_repeat=False,
+            partial=partial,
+            budget_tokens=case.budget,
+        )
+        engine = make_engine(cfg, rc, eos_id=(), params=params)
+        rng = np.random.default_rng(0)  # same prompts and lengths in both modes
+        buffer, times, seqs, tokens = None, [], 0, 0
+        for it in range(warmup + iterations):
+            lens = long_tail_lengths(rng, case.prompts, case.median, case.lo, case.max_new)
+            reqs = [
+                (f"{it}-{i}", rng.integers(3, cfg.vocab_size, case.prompt_len).tolist(), int(n))
+                for i, n in enumerate(lens)
+            ]
+            (ro, ids, buffer, stats), dt, compile_s = timed(
+                collect, engine, reqs, k=case.k, iteration=it, key=jax.random.key(it), buffer=buffer
+            )
+            if it >= warmup:
+                times.append(dt - compile_s)
+                seqs += len(ids) * case.k
+                tokens += int(stats["tokens_generated"])
+            log(
+                f"  {label} partial={partial} it={it}: {dt:.2f}s ({compile_s:.2f}s compiling), "
+                f"{len(ids)} groups back, buffer {buffer.num_groups}, steps "
+                f"{stats['decode_steps']:.0f}, prefill tokens {stats['prefill_tokens']:.0f}"
+            )
+        total = max(sum(times), 1e-9)
+        out[partial] = dict(
+            mean_iter_s=float(np.mean(times)), seqs_per_s=seqs / total, tokens_per_s=tokens / total
+        )
+    return out
+
+
+def _wrap(engine, name: str, acc: dict, sync: bool = False):
+    fn = getattr(engine, name)
+
+    def run(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args, **kwargs))
+        t1 = time.perf_counter()
+        acc[name] = acc.get(name, 0.0) + t1 - t0
+        if sync:  # the driver's device_get then finds the host copy cached
+            jax.device_get(out[1])
+            acc["host_sync"] = acc.get("host_sync", 0.0) + time.perf_counter() - t1
+        return out
+
+    setattr(engine, name, run)
+
+
+def sampling_s_per_step(slots: int, vocab: int, sp: SamplingParams, repeats: int = 20) -> float:
+    """Seconds of one step's sampling + log-prob of [slots, vocab] logits, jitted alone."""
+    f = jax.jit(lambda x, k: policy_logp(x, sample_tokens(x, jax.random.split(k, slots), sp)))
+    x = jax.random.normal(jax.random.key(0), (slots, vocab), jnp.float32)
+    key = jax.random.key(1)
+    f(x, key).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(x, key).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def breakdown(cfg, params, rc: RolloutConfig, prompts: np.ndarray, k: int = 1) -> dict:
+    """Where one collect call's wall time goes: prefill (+ extend, insert), decode steps,
+    sampling (estimated: a jitted sampler alone x decode steps, part of the decode chunk),
+    host syncs (device -> host of each chunk's tokens) and the rest (host bookkeeping)."""
+    engine = make_engine(cfg, rc, eos_id=(), params=params)
+    reqs = lambda tag: [(f"{tag}-{i}", p.tolist()) for i, p in enumerate(prompts)]
+    collect(engine, reqs("warm"), k=k, iteration=0, key=jax.random.key(0))  # compiles
+    acc: dict = {}
+    for name in ("prefill", "extend", "insert"):
+        _wrap(engine, name, acc)
+    _wrap(engine, "generate", acc, sync=True)
+    t0 = time.perf_counter()
+    _, _, _, stats = collect(engine, reqs("run"), k=k, iteration=0, key=jax.random.key(0))
+    total = time.perf_counter() - t0
+    sp = SamplingParams.from_config(rc)
+    sampling = sampling_s_per_step(rc.slots, cfg.vocab_size, sp) * stats["decode_steps"]
+    prefill = sum(acc.get(n, 0.0) for n in ("prefill", "extend", "insert"))
+    decode = acc.get("generate", 0.0)
+    out = {
+        "total_s": total,
+        "prefill_s": prefill,
+        "decode_s": max(decode - sampling, 0.0),
+        "sampling_s": min(sampling, decode),
+        "host_sync_s": acc.get("host_sync", 0.0),
+        "decode_steps": stats["decode_steps"],
+        "host_syncs": stats["host_syncs"],
+    }
+    out["host_other_s"] = max(total - prefill - decode - out["host_sync_s"], 0.0)
+    return out
