@@ -89,9 +89,7 @@ def checked(family: str, a: int, b: int, n: int, answer: int) -> str:
     first, v1 = digit_pass(family, a, b, n)
     second, v2 = digit_pass(family, *_check_operands(family, a, b, n), n)
     assert v1 == v2 == answer
-    return "\n".join(
-        [*first, f"={v1}", "check", *second, f"={v2} ok", f"\\boxed{{{answer}}}"]
-    )
+    return "\n".join([*first, f"={v1}", "check", *second, f"={v2} ok", f"\\boxed{{{answer}}}"])
 
 
 def corrected(family: str, a: int, b: int, n: int, answer: int, slip: int) -> str:

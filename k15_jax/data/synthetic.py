@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from k15_jax.data.long_cot import LongCotConfig, long_cot_demonstration
 from k15_jax.data.loaders import Task
+from k15_jax.data.long_cot import LongCotConfig, long_cot_demonstration
 
 STYLES = ("worked", "long_cot")
 _ENUMERATE_BELOW = 50_000  # problem spaces up to this size are enumerated, larger ones sampled

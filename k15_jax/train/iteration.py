@@ -253,6 +253,8 @@ def iteration_metrics(
             "train/reward_mean": float(sc.rewards.mean()) if n else 0.0,
             "train/accuracy": float(sc.correct.mean()) if n else 0.0,
             "train/response_len": float(length.mean()) if n else 0.0,
+            "train/response_len_p50": float(np.percentile(length, 50)) if n else 0.0,
+            "train/response_len_p90": float(np.percentile(length, 90)) if n else 0.0,
             **times,
         }
     )

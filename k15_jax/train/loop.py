@@ -23,7 +23,7 @@ from k15_jax.rl import samplers
 from k15_jax.train import sft
 from k15_jax.train.iteration import make_fns, rl_iteration
 from k15_jax.train.metrics import MetricsWriter, log, progress, setup_logging
-from k15_jax.train.outputs import write_outputs
+from k15_jax.train.outputs import export_policy, write_outputs
 from k15_jax.train.setup import Setup, build, initial_params
 from k15_jax.train.state import Checkpoints, RunState
 
@@ -72,9 +72,11 @@ def evaluate(s: Setup, engine, writer: MetricsWriter, iteration: int) -> dict:
     return {band: acc for band, (acc, _) in res.items()}
 
 
-def last_eval(writer: MetricsWriter) -> dict:
+def last_eval(writer: MetricsWriter, what: str = "acc") -> dict:
+    """{band: figure} of the newest eval record; what: "acc" or "len" (mean tokens)."""
     evals = [r for r in writer.records() if r.get("phase") == "eval"]
-    return {k.split("/", 2)[2]: v for k, v in evals[-1].items() if k.startswith("eval/acc/")}
+    prefix = f"eval/{what}/"
+    return {k[len(prefix) :]: v for k, v in evals[-1].items() if k.startswith(prefix)}
 
 
 def pool_digest(pool) -> str:
@@ -136,6 +138,7 @@ def run_rl(s: Setup, params, state: RunState, ckpt: Checkpoints, writer: Metrics
 
     if "eval_start" not in state.extra:
         state.extra["eval_start"] = eval_now()
+        state.extra["eval_start_len"] = last_eval(writer, "len")
         state.metrics_lines = writer.lines()
         ckpt.save({"params": params}, state)
     bar = progress(cfg.trainer.iterations, "RL iterations", initial=state.iteration)
@@ -175,6 +178,10 @@ def main(cfg) -> Path:
 
     if state.phase == "sft":  # stage 1: long-CoT SFT warm-up
         params = run_sft(s, params, opt_state, state, ckpt, writer)
+        # the warm-up's policy, so that ablation arms can start from it (trainer.init_from_hf)
+        host_params = distributed.to_host(params)  # collective: every process gathers
+        if distributed.is_main():
+            export_policy(s, host_params, s.run_dir / "sft" / "hf")
         state.phase = "rl"
         state.metrics_lines = writer.lines()
         ckpt.save({"params": params}, state)
@@ -185,6 +192,7 @@ def main(cfg) -> Path:
         if not finished:  # trainer.stop_after_iterations: as if killed
             return s.run_dir
         state.extra["eval_end"] = last_eval(writer)
+        state.extra["eval_end_len"] = last_eval(writer, "len")
         state.phase = "done"
         state.extra["wall_time_s"] = state.extra.get("wall_time_s", 0.0) + time.time() - t_start
         state.metrics_lines = writer.lines()

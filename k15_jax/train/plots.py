@@ -46,9 +46,16 @@ def plot_run(records: list[dict], out_dir: Path) -> list[Path]:
     paths.append(_save(fig, out_dir / "heldout_accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    x, y = _series(records, "train/response_len")
-    ax.plot(x, y)
-    ax.set(xlabel="RL iteration", ylabel="mean response tokens", title="Training response length")
+    for key, label in (
+        ("train/response_len", "mean"),
+        ("train/response_len_p50", "median"),
+        ("train/response_len_p90", "90th percentile"),
+    ):
+        x, y = _series(records, key)
+        if y:
+            ax.plot(x, y, label=label)
+    ax.set(xlabel="RL iteration", ylabel="response tokens", title="Training response length")
+    ax.legend(fontsize=8)
     paths.append(_save(fig, out_dir / "response_length.png"))
     return paths
 
