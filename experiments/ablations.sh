@@ -17,14 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
 JOBS=${JOBS:-2}
-extra=$(printf ' %q' "$@")
+extra=""
+if [ $# -gt 0 ]; then extra=$(printf ' %q' "$@"); fi
 
 run() {  # run NAME_SEED_DIR ARGS...: one job unless its summary exists
   local dir=$1
   shift
   if [ -f "$dir/summary.json" ] || [ -f "$dir/long2short/results.json" ]; then return; fi
-  echo "+ python -m experiments.run $* $extra"
-  eval python -m experiments.run "$@" "$extra" >"$dir.log" 2>&1 || echo "FAILED: $dir (see $dir.log)"
+  echo "+ python -m experiments.run $*$extra"
+  eval "python -m experiments.run $*$extra" >"$dir.log" 2>&1 || echo "FAILED: $dir (see $dir.log)"
 }
 export -f run
 export extra
