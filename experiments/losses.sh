@@ -16,6 +16,8 @@
 #   compare  experiments.losses_reeval (re-scores start and end), then experiments.losses_report
 #            (docs/img/losses-*.png and the tables of docs/losses.md)
 # Re-running resumes: finished runs are skipped by their own checkpoints.
+# SUITE (default arithmetic, what docs/losses.md measured): a configs/exp preset composed
+# before each arm's, e.g. SUITE=curriculum for the long-CoT main job's suite.
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 cd "$(dirname "$0")/.."
@@ -26,12 +28,13 @@ PARTIAL_ARMS=${PARTIAL_ARMS:-"curriculum grpo"}
 OPTIONS=${OPTIONS:-"exclude_old none tis mask"}
 STAGES=${STAGES:-"main partial compare"}
 JOBS=${JOBS:-1}
+SUITE=${SUITE:-arithmetic}
 extra=("$@")
 
 run() {  # one line per run: <exp> <seed> <name> [overrides...]
   local exp=$1 seed=$2 name=$3
   shift 3
-  echo "$PYTHON -m experiments.run +exp=$exp trainer.seed=$seed trainer.name=$name" \
+  echo "$PYTHON -m experiments.run '+exp=[$SUITE,$exp]' trainer.seed=$seed trainer.name=$name" \
     "trainer.skip_sft=true trainer.init_from_hf=$OUT/sft-seed$seed/final/hf" \
     "trainer.run_dir=$OUT/$name-seed$seed $* ${extra[*]:-} > $OUT/$name-seed$seed.log 2>&1"
 }
@@ -39,7 +42,7 @@ run() {  # one line per run: <exp> <seed> <name> [overrides...]
 mkdir -p "$OUT"
 for seed in $SEEDS; do  # a finished SFT is kept as it is (running arms may be reading it)
   [[ -f "$OUT/sft-seed$seed/summary.json" ]] && continue
-  "$PYTHON" -m experiments.run +exp=curriculum trainer.name=sft trainer.iterations=0 \
+  "$PYTHON" -m experiments.run "+exp=[$SUITE,curriculum]" trainer.name=sft trainer.iterations=0 \
     trainer.seed="$seed" trainer.run_dir="$OUT/sft-seed$seed" "${extra[@]}" \
     > "$OUT/sft-seed$seed.log" 2>&1
 done

@@ -20,6 +20,9 @@ TINY = [
     "sampler.samples_per_prompt=4",
     "sampler.warmup_iterations=1",
     "rollout.slots=16",
+    "rollout.max_new_tokens=80",  # the long-CoT default (176) costs time and tests nothing more
+    "rollout.repeat_window=80",
+    "sft.row_len=128",
 ]
 
 

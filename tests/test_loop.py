@@ -24,17 +24,24 @@ def tiny_run(tmp_path_factory):
 
 def test_run_leaves_summary_plots_checkpoints_and_heldout(tiny_run):
     s = json.loads((tiny_run / "summary.json").read_text())
-    assert s["hardest_band"] == "add5" and s["wall_time_s"] > 0
-    acc = s["eval_accuracy_by_band"]
-    assert set(acc) == {"start", "end"}
-    for when in ("start", "end"):
-        assert set(acc[when]) == {"add1", "add2", "add3", "add4", "add5"}
+    assert s["hardest_band"] == "add4" and s["wall_time_s"] > 0
+    bands = {"add1", "add2", "add3", "add4"}
+    for key in ("eval_accuracy_by_band", "eval_length_by_band"):
+        assert set(s[key]) == {"start", "end"}
+        for when in ("start", "end"):
+            assert set(s[key][when]) == bands
+    evals = [r for r in records(tiny_run) if r["phase"] == "eval"]
+    for band in bands:  # the summary's figures are the first and last eval's
+        assert s["eval_length_by_band"]["start"][band] == evals[0][f"eval/len/{band}"]
+        assert s["eval_length_by_band"]["end"][band] == evals[-1][f"eval/len/{band}"]
+        assert 0 < s["eval_length_by_band"]["end"][band] <= 80
+    assert (tiny_run / "sft" / "hf" / "model.safetensors").is_file()  # the warm-up's policy
     for png in ("training_reward.png", "heldout_accuracy.png", "response_length.png"):
         assert (tiny_run / png).stat().st_size > 1000
     assert list((tiny_run / "tensorboard").glob("events.out.tfevents.*"))
     assert (tiny_run / "config.yaml").read_text().count("curriculum") >= 1
     rows = [json.loads(x) for x in (tiny_run / "eval" / "heldout.jsonl").read_text().splitlines()]
-    assert {r["band"] for r in rows} == {"add1", "add2", "add3", "add4", "add5"}
+    assert {r["band"] for r in rows} == bands
     assert all(set(r) == {"prompt", "reference", "band"} for r in rows)
     rl = [r for r in records(tiny_run) if r["phase"] == "rl"]
     assert [r["iteration"] for r in rl] == [0, 1, 2]
