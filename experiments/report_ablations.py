@@ -50,9 +50,9 @@ def tokens_spread(values) -> str:
     return f"{v.mean():.1f} ({', '.join(f'{x:.0f}' for x in v)})"
 
 
-def band_table(arms: dict, names: list[str]) -> list[str]:
-    """Per arm and band: held-out accuracy and tokens at the start and end of RL."""
-    bands = list(arms[names[0]][0]["summary"]["eval_accuracy_by_band"]["end"])
+def band_table(arms: dict, names: list[str], bands: list[str]) -> list[str]:
+    """Per arm and band: held-out accuracy at the start and end of RL, tokens at the end,
+    tokens per correct answer (mean tokens / accuracy); mean over seeds (per seed)."""
     lines = [
         "| arm | seeds | band | accuracy start -> end (per seed) | tokens start -> end "
         "(per seed) | tokens per correct answer, end |",
@@ -60,17 +60,66 @@ def band_table(arms: dict, names: list[str]) -> list[str]:
     ]
     for name in names:
         runs = arms.get(name, [])
+        if not runs:
+            continue
         for b in bands:
             acc = [r["summary"]["eval_accuracy_by_band"] for r in runs]
-            ln = [r["summary"].get("eval_length_by_band", {}) for r in runs]
+            ln = [r["summary"]["eval_length_by_band"] for r in runs]
             a0, a1 = [x["start"][b] for x in acc], [x["end"][b] for x in acc]
-            n0 = [x.get("start", {}).get(b, np.nan) for x in ln]
-            n1 = [x.get("end", {}).get(b, np.nan) for x in ln]
+            n0, n1 = [x["start"][b] for x in ln], [x["end"][b] for x in ln]
             per_correct = np.mean(n1) / max(np.mean(a1), 1e-9)
             lines.append(
                 f"| {ARMS[name]} | {len(runs)} | {b} | {spread(a0)} -> {spread(a1)} | "
                 f"{tokens_spread(n0)} -> {tokens_spread(n1)} | {per_correct:.1f} |"
             )
+    return lines
+
+
+def worst_other(arms: dict, names: list[str], others: list[str]) -> list[str]:
+    """The largest drop of any easier band from the start of RL, per arm and seed."""
+    out = []
+    for name in names:
+        drops = [
+            min(
+                r["summary"]["eval_accuracy_by_band"]["end"][b]
+                - r["summary"]["eval_accuracy_by_band"]["start"][b]
+                for b in others
+            )
+            for r in arms.get(name, [])
+        ]
+        if drops:
+            out.append(
+                f"- {ARMS[name]}: worst change of {', '.join(others)} per seed: "
+                + ", ".join(f"{100 * d:+.0f} pts" for d in drops)
+            )
+    return out
+
+
+def early_table(arms: dict, names: list[str], band: str, at=(5, 10, 15, 30)) -> list[str]:
+    """Sample efficiency: accuracy on `band` after given iterations, and the tokens sampled
+    by then (thousands); mean over seeds (per seed)."""
+    lines = [
+        "| arm | "
+        + " | ".join(f"{band} at iteration {i}" for i in at)
+        + " | sampled tokens by iteration 10 / 30 (thousands) |",
+        "|---|" + "---|" * (len(at) + 1),
+    ]
+    for name in names:
+        runs = arms.get(name, [])
+        if not runs:
+            continue
+        cells = []
+        for i in at:
+            vals = []
+            for r in runs:
+                x, y = curve(r["records"], "eval", f"eval/acc/{band}")
+                vals.append(float(y[list(x).index(i)]) if i in x else np.nan)
+            cells.append(spread(vals))
+        tok = []
+        for r in runs:
+            at_it = dict(zip(*(v.tolist() for v in sampled_tokens(r["records"]))))
+            tok.append(f"{at_it.get(10, np.nan) / 1e3:.0f} / {at_it.get(30, np.nan) / 1e3:.0f}")
+        lines.append(f"| {ARMS[name]} | " + " | ".join(cells) + f" | {', '.join(tok)} |")
     return lines
 
 
@@ -80,12 +129,13 @@ def sampled_tokens(records) -> tuple[np.ndarray, np.ndarray]:
     return it + 1, np.cumsum(tok)
 
 
-def eval_vs_tokens(run: dict, key: str):
-    """(cumulative sampled tokens, eval figure) at each eval of a run."""
-    x, y = curve(run["records"], "eval", key)
+def train_vs_tokens(run: dict, key: str):
+    """(cumulative sampled tokens, training figure) after each RL iteration of a run: dense,
+    unlike the held-out curve (every eval_every iterations)."""
+    x, y = curve(run["records"], "rl", key)
     it, cum = sampled_tokens(run["records"])
     at = dict(zip(it.tolist(), cum.tolist()))
-    return np.array([at.get(int(i), 0.0) for i in x]), y
+    return np.array([at[int(i) + 1] for i in x]), y
 
 
 def mean_band(runs, key, phase="eval"):
@@ -113,10 +163,18 @@ def plot_arms(arms, names, bands, path: Path, title: str, by_tokens: bool = Fals
         if by_tokens:
             ax = axes[-1]
             for i, r in enumerate(runs):
-                x, y = eval_vs_tokens(r, f"eval/acc/{bands[-1]}")
-                ax.plot(x / 1e3, y, color=f"C{names.index(name)}", alpha=0.7,
-                        label=ARMS[name] if i == 0 else None)
-            ax.set(xlabel="sampled tokens (thousands)", title=f"accuracy, {bands[-1]}, per seed")
+                x, y = train_vs_tokens(r, f"train/acc/{bands[-1]}")
+                ax.plot(
+                    x / 1e3,
+                    y,
+                    color=f"C{names.index(name)}",
+                    alpha=0.7,
+                    label=ARMS[name] if i == 0 else None,
+                )
+            ax.set(
+                xlabel="sampled tokens (thousands)",
+                title=f"sampled accuracy, {bands[-1]}, per seed",
+            )
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
@@ -176,8 +234,11 @@ def long2short_section(runs: Path, img: Path, hard: list[str]) -> list[str]:
         )
         ax.scatter(tok, acc, color=f"C{i}", alpha=0.4, s=14)
         ax.scatter([np.mean(tok)], [np.mean(acc)], color=f"C{i}", s=60, label=m)
-    ax.set(xlabel=f"mean response tokens ({', '.join(hard)})", ylabel="held-out accuracy",
-           title="long2short (Fig. 7): mean (large) and per seed (small)")
+    ax.set(
+        xlabel=f"mean response tokens ({', '.join(hard)})",
+        ylabel="held-out accuracy",
+        title="long2short (Fig. 7): mean (large) and per seed (small)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(img / "ablation-long2short.png", dpi=100)
@@ -197,15 +258,48 @@ def main(argv=None) -> None:
     bands = list(main_runs[0]["summary"]["eval_accuracy_by_band"]["end"])
     hard = bands[-2:]
     plot_fig5(main_runs, bands, img / "ablation-fig5.png")
-    plot_arms(arms, ["curriculum", "uniform"], hard, img / "ablation-sampling.png",
-              "curriculum vs uniform (Fig. 9)")
-    plot_arms(arms, ["curriculum", "rest"], hard, img / "ablation-rest.png",
-              "mirror descent vs ReST (Fig. 10)", by_tokens=True)
-    plot_arms(arms, ["curriculum", "length_penalty"], hard, img / "ablation-length.png",
-              "length penalty vs none")
+    plot_arms(
+        arms,
+        ["curriculum", "uniform"],
+        hard,
+        img / "ablation-sampling.png",
+        "curriculum vs uniform (Fig. 9)",
+    )
+    plot_arms(
+        arms,
+        ["curriculum", "rest"],
+        hard,
+        img / "ablation-rest.png",
+        "mirror descent vs ReST (Fig. 10)",
+        by_tokens=True,
+    )
+    plot_arms(
+        arms,
+        ["curriculum", "length_penalty"],
+        hard,
+        img / "ablation-length.png",
+        "length penalty vs none",
+    )
     walls = [r["summary"]["wall_time_s"] for r in main_runs]
+    easy = bands[:-2]
+
+    def section(title, image, names):
+        return [
+            f"## {title}",
+            "",
+            f"![{title}](img/{image})",
+            "",
+            *band_table(arms, names, hard),
+            "",
+            *worst_other(arms, names, easy),
+            "",
+        ]
+
     out = [
         "# Ablation results (generated by experiments/report_ablations.py)",
+        "",
+        "Mean over seeds, the seeds' own values in brackets. Held-out greedy decoding, 100",
+        "prompts per band; tokens are mean response tokens (EOS included).",
         "",
         "## The main job per seed (Fig. 5)",
         "",
@@ -213,29 +307,26 @@ def main(argv=None) -> None:
         "",
         "![main job](img/ablation-fig5.png)",
         "",
-        *band_table(arms, ["curriculum"]),
+        *band_table(arms, ["curriculum"], bands),
         "",
-        "## Curriculum vs uniform (Fig. 9)",
+        *section(
+            "Curriculum vs uniform (Fig. 9)", "ablation-sampling.png", ["curriculum", "uniform"]
+        ),
+        *early_table(arms, ["curriculum", "uniform"], bands[-1]),
         "",
-        "![sampling](img/ablation-sampling.png)",
+        *section("Mirror descent vs ReST (Fig. 10)", "ablation-rest.png", ["curriculum", "rest"]),
+        *early_table(arms, ["curriculum", "rest"], bands[-1]),
         "",
-        *band_table(arms, ["curriculum", "uniform"]),
+        *section(
+            "Length penalty vs none (sec. 2.3.3)",
+            "ablation-length.png",
+            ["curriculum", "length_penalty"],
+        ),
+        "## skip_zero_advantage off (seed 0 only)",
         "",
-        "## Mirror descent vs ReST (Fig. 10)",
+        *band_table(arms, ["curriculum", "keep_zero_adv"], hard),
         "",
-        "![rest](img/ablation-rest.png)",
-        "",
-        *band_table(arms, ["curriculum", "rest"]),
-        "",
-        "## Length penalty vs none (sec. 2.3.3)",
-        "",
-        "![length](img/ablation-length.png)",
-        "",
-        *band_table(arms, ["curriculum", "length_penalty"]),
-        "",
-        "## skip_zero_advantage off (once)",
-        "",
-        *band_table(arms, ["curriculum", "keep_zero_adv"]),
+        *early_table(arms, ["curriculum", "keep_zero_adv"], bands[-1]),
         "",
         "## long2short (Fig. 7)",
         "",

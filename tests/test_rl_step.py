@@ -147,3 +147,15 @@ def test_no_reset_optimizer_option():
     """The optimizer state is fresh every iteration, always (sec. 2.3.2); the old
     algo.reset_optimizer switch is gone and must not come back unhonoured."""
     assert "reset_optimizer" not in {f.name for f in dataclasses.fields(AlgoConfig)}
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_loss_mask_is_a_writable_copy(skip):
+    """The update zeroes the padding rows of the mask in place: with either setting the mask
+    must be a fresh writable array, also when the response mask is a read-only JAX view."""
+    response_mask = np.asarray(jnp.ones((4, 3), jnp.float32))  # read-only, as from a device
+    rewards = np.array([[0.0, 1.0], [1.0, 1.0]], np.float32)
+    cfg = dataclasses.replace(AlgoConfig(), skip_zero_advantage=skip)
+    mask = rl_step.loss_mask(response_mask, rewards, cfg)
+    mask[2:] = 0.0  # what iteration.update does to the padding rows
+    np.testing.assert_array_equal(response_mask, np.ones((4, 3)))

@@ -21,7 +21,7 @@ from k15_jax.rl.losses import LOSSES, loss_options
 def loss_mask(response_mask, rewards, cfg: AlgoConfig) -> np.ndarray:
     """Tokens that count in the loss [N, T]: response tokens, in groups with a reward signal
     if `skip_zero_advantage`. Old segments are left out (or reweighted) by `make_weights`."""
-    mask = np.asarray(response_mask, np.float32)
+    mask = np.array(response_mask, np.float32)  # a copy: the caller zeroes padding rows
     if cfg.skip_zero_advantage:
         B, K = rewards.shape
         mixed = np.ptp(rewards, axis=1) > 0  # [B]
