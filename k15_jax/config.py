@@ -149,7 +149,10 @@ def validate(cfg, tokenizer_vocab: int = CharTokenizer().vocab_size, model=None)
         bands += list(cfg.vision.visual.bands)
     unknown = sorted(set(cfg.sampler.hard_bands) - set(bands))
     if unknown and list(cfg.data.train) == ["synthetic"]:
-        raise ValueError(f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}")
+        raise ValueError(
+            f"sampler.hard_bands {unknown} are not in data.synthetic.bands {bands}; list bands "
+            "of data.synthetic.bands, or sampler.hard_bands=[] for the last band"
+        )
     sequences = cfg.sampler.batch_prompts * cfg.sampler.samples_per_prompt
     for key, m, rows, what in (
         ("sft.microbatches", cfg.sft.microbatches, cfg.sft.rows, "sft.rows"),

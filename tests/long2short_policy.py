@@ -27,6 +27,7 @@ OVERRIDES = [
     "model.head_dim=16",
     "data.synthetic.bands=[add1]",
     "data.synthetic.sft_band_weights=[1.0]",
+    "sampler.hard_bands=[]",  # the main job's [add3, add4] are not bands here
     "sft.steps=100",
     "sft.rows=8",
     "sft.row_len=128",

@@ -22,7 +22,6 @@ TINY = [
     "rollout.slots=16",
     "rollout.max_new_tokens=80",  # the long-CoT default (176) costs time and tests nothing more
     "rollout.repeat_window=80",
-    "sft.row_len=128",
 ]
 
 

@@ -244,6 +244,7 @@ def _train_cfg(tmp_path):
             overrides=[
                 "data.synthetic.bands=[add1,add2]",
                 "data.synthetic.sft_band_weights=[1,1]",
+                "sampler.hard_bands=[]",
                 "trainer.eval_per_band=6",
                 "model.hidden_size=32",
                 "model.intermediate_size=64",

@@ -25,6 +25,7 @@ TINY_RM = [
     "+exp=reward_models",
     "data.synthetic.bands=[add1,add2]",
     "data.synthetic.sft_band_weights=[1,1]",
+    "sampler.hard_bands=[]",
     "sft.steps=4",
     "sft.rows=4",
     "reward_models.train_prompts_per_band=3",
