@@ -246,17 +246,9 @@ def long2short_section(runs: Path, img: Path, hard: list[str]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("docs"))
-    args = ap.parse_args(argv)
-    img = args.out / "img"
-    img.mkdir(parents=True, exist_ok=True)
-    arms = load_arms(args.runs)
-    main_runs = arms["curriculum"]
-    bands = list(main_runs[0]["summary"]["eval_accuracy_by_band"]["end"])
-    hard = bands[-2:]
+def write_plots(arms: dict, bands: list[str], img: Path) -> None:
+    """The figures of the five comparisons (long2short's is drawn with its table)."""
+    main_runs, hard = arms["curriculum"], bands[-2:]
     plot_fig5(main_runs, bands, img / "ablation-fig5.png")
     plot_arms(
         arms,
@@ -280,6 +272,20 @@ def main(argv=None) -> None:
         img / "ablation-length.png",
         "length penalty vs none",
     )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("docs"))
+    args = ap.parse_args(argv)
+    img = args.out / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    arms = load_arms(args.runs)
+    main_runs = arms["curriculum"]
+    bands = list(main_runs[0]["summary"]["eval_accuracy_by_band"]["end"])
+    hard = bands[-2:]
+    write_plots(arms, bands, img)
     walls = [r["summary"]["wall_time_s"] for r in main_runs]
     easy = bands[:-2]
 
