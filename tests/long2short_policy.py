@@ -28,6 +28,7 @@ OVERRIDES = [
     "data.synthetic.bands=[add1]",
     "data.synthetic.sft_band_weights=[1.0]",
     "sampler.hard_bands=[]",  # the main job's [add3, add4] are not bands here
+    "data.synthetic.style=worked",  # the fixture mixes long and short forms itself
     "sft.steps=100",
     "sft.rows=8",
     "sft.row_len=128",
