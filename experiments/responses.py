@@ -12,17 +12,14 @@ import collections
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 from omegaconf import OmegaConf
 
 from k15_jax.config import Config
 from k15_jax.data.long_cot import FORMS, form_of
-from k15_jax.eval.heldout import decode_and_score, heldout
+from k15_jax.eval.heldout import decode, heldout
 from k15_jax.model.hf import load_hf
-from k15_jax.rollout import driver
-from k15_jax.rollout.buffer import RolloutBuffer
-from k15_jax.rollout.texts import request_rows, response_texts
+from k15_jax.rewards.math import score_math
 from k15_jax.train.setup import build
 
 
@@ -30,18 +27,8 @@ def greedy_texts(s, params, per_band: int):
     """[(band, response text, correct, tokens)] of the held-out split, greedy."""
     items = heldout(s, per_band)
     prompts = [s.tokenizer.encode(p, bos=True) for p, _, _ in items]
-    engine = s.engine(params, greedy=True, partial=False)
-    correct, lens = decode_and_score(engine, s, prompts, [r for _, r, _ in items])
-    ids = [f"eval{i}" for i in range(len(prompts))]  # the same decode, for the texts
-    rollouts, group_ids, _, _ = driver.collect(
-        engine,
-        list(zip(ids, prompts)),
-        k=1,
-        iteration=0,
-        key=jax.random.key(0),
-        buffer=RolloutBuffer(),
-    )
-    texts = response_texts(rollouts, request_rows(group_ids, ids, 1), s.tokenizer, s.template)
+    texts, lens = decode(s.engine(params, greedy=True, partial=False), s, prompts)
+    correct, _ = score_math(texts, [r for _, r, _ in items])
     return [(b, t, c, n) for (_, _, b), t, c, n in zip(items, texts, correct, lens)]
 
 

@@ -140,3 +140,17 @@ def test_form_of_reads_the_markers():
     assert form_of("2+9+0=11\n\\boxed{11}") == "worked"
     assert form_of("2+9+0=11\n=11\ncheck\n9+2+0=11\n=11 ok\n\\boxed{11}") == "checked"
     assert form_of("x\ncheck\ny no\nagain\nz") == "corrected"
+
+
+def test_responses_band_table_counts_forms():
+    from experiments.responses import band_table
+
+    rows = [
+        ("add1", "\\boxed{4}", 1.0, 5.0),
+        ("add1", "1+3+0=04\n\\boxed{4}", 1.0, 15.0),
+        ("add2", "1+3+0=04\n=4\ncheck\n3+1+0=04\n=4 ok\n\\boxed{4}", 0.0, 40.0),
+    ]
+    t = band_table(rows)
+    assert t["add1"]["accuracy"] == 1.0 and t["add1"]["mean_tokens"] == 10.0
+    assert t["add1"]["forms"] == {"direct": 0.5, "worked": 0.5, "checked": 0.0, "corrected": 0.0}
+    assert t["add2"]["forms"]["checked"] == 1.0 and t["add2"]["accuracy"] == 0.0

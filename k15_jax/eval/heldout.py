@@ -21,11 +21,10 @@ def heldout(setup, per_band: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def decode_and_score(engine, setup, prompts, references, images=None):
-    """One greedy-or-engine-sampled response per prompt id list, scored by the math verifier.
-
-    Returns (correct [N] float64, response tokens [N] float64), in the order of `prompts`.
-    images: {f"eval{i}": patches} for the image prompts of a vision run.
+def decode(engine, setup, prompts, images=None):
+    """One response per prompt id list, decoded with the engine's sampling options (greedy for
+    the held-out evaluation). Returns (response texts [N], response tokens [N] float64), in
+    the order of `prompts`. images: {f"eval{i}": patches} for the image prompts of a vision run.
     """
     ids = [f"eval{i}" for i in range(len(prompts))]
     rollouts, group_ids, _, _ = driver.collect(
@@ -39,9 +38,14 @@ def decode_and_score(engine, setup, prompts, references, images=None):
     )
     rows = request_rows(group_ids, ids, 1)
     texts = response_texts(rollouts, rows, setup.tokenizer, setup.template)
+    return texts, np.asarray(rollouts.length)[rows].astype(np.float64)
+
+
+def decode_and_score(engine, setup, prompts, references, images=None):
+    """`decode`, scored by the math verifier: (correct [N] float64, response tokens [N])."""
+    texts, length = decode(engine, setup, prompts, images)
     correct, _ = score_math(texts, list(references))
-    length = np.asarray(rollouts.length)[rows]
-    return np.asarray(correct, np.float64), length.astype(np.float64)
+    return np.asarray(correct, np.float64), length
 
 
 def evaluate(engine, setup, per_band: int) -> dict[str, tuple[float, float]]:
