@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.compare import curve, load_run  # noqa: E402
+from experiments.compare import curve, group_curves, load_run  # noqa: E402
 
 ARMS = {  # experiment name -> label
     "curriculum": "mirror descent, curriculum (main job)",
@@ -138,13 +138,6 @@ def train_vs_tokens(run: dict, key: str):
     return np.array([at[int(i) + 1] for i in x]), y
 
 
-def mean_band(runs, key, phase="eval"):
-    curves = [curve(r["records"], phase, key) for r in runs]
-    common = sorted(set.intersection(*(set(x.tolist()) for x, _ in curves)))
-    ys = np.array([[y[list(x).index(i)] for i in common] for x, y in curves])
-    return np.array(common), ys.mean(0), ys.min(0), ys.max(0)
-
-
 def plot_arms(arms, names, bands, path: Path, title: str, by_tokens: bool = False):
     """Held-out accuracy and tokens of `bands` over RL (mean, min-max band per arm)."""
     ncol = 2 * len(bands) + (1 if by_tokens else 0)
@@ -156,7 +149,7 @@ def plot_arms(arms, names, bands, path: Path, title: str, by_tokens: bool = Fals
         for j, band in enumerate(bands):
             for k, (what, label) in enumerate((("acc", "accuracy"), ("len", "tokens"))):
                 ax = axes[2 * j + k]
-                x, m, lo, hi = mean_band(runs, f"eval/{what}/{band}")
+                x, m, lo, hi = group_curves(runs, "eval", f"eval/{what}/{band}")
                 ax.plot(x, m, marker="o", ms=3, label=f"{ARMS[name]} (n={len(runs)})")
                 ax.fill_between(x, lo, hi, alpha=0.15)
                 ax.set(xlabel="RL iteration", title=f"held-out {label}, {band}")
@@ -187,11 +180,11 @@ def plot_fig5(runs, bands, path: Path):
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for j, band in enumerate(bands):
         for ax, what in zip(axes[:2], ("acc", "len")):
-            x, m, lo, hi = mean_band(runs, f"eval/{what}/{band}")
+            x, m, lo, hi = group_curves(runs, "eval", f"eval/{what}/{band}")
             ax.plot(x, m, marker="o", ms=3, color=f"C{j}", label=band)
             ax.fill_between(x, lo, hi, color=f"C{j}", alpha=0.15)
     for key, label in (("train/response_len_p50", "median"), ("train/response_len_p90", "p90")):
-        x, m, lo, hi = mean_band(runs, key, "rl")
+        x, m, lo, hi = group_curves(runs, "rl", key)
         axes[2].plot(x, m, label=label)
         axes[2].fill_between(x, lo, hi, alpha=0.15)
     axes[0].set(xlabel="RL iteration", title="held-out greedy accuracy", ylim=(-0.02, 1.02))

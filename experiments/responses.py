@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from k15_jax.config import Config
 from k15_jax.data.long_cot import FORMS, form_of
+from k15_jax.eval.checkpoint import run_config
 from k15_jax.eval.heldout import decode, heldout
 from k15_jax.model.hf import load_hf
 from k15_jax.rewards.math import score_math
@@ -52,9 +53,7 @@ def main() -> None:
     ap.add_argument("--per-band", type=int, default=100)
     ap.add_argument("--show", type=int, default=2, help="responses printed per band")
     args = ap.parse_args()
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(Config), OmegaConf.load(args.run_dir / "config.yaml")
-    )
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), run_config(args.run_dir))
     cfg.trainer.run_dir = str(args.run_dir / "responses")
     s = build(cfg)
     _, params = load_hf(args.run_dir / "final" / "hf", shardings=s.train_shardings)

@@ -11,7 +11,11 @@ import pytest
 from jax import export
 
 from k15_jax.kernels.decode_attention import DecodeBlockSizes, decode_attention
-from k15_jax.kernels.reference import attention_reference, decode_attention_reference
+from k15_jax.kernels.reference import (
+    attention_reference,
+    cached_attention_reference,
+    decode_attention_reference,
+)
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 
@@ -98,3 +102,20 @@ def test_shape_errors():
         decode_attention(q, k[:, :, :3], k[:, :, :3], jnp.zeros((3,), jnp.int32))
     with pytest.raises(ValueError, match="power of two"):
         DecodeBlockSizes(block_k=48)
+
+
+def test_cached_attention_reference_is_decode_and_causal_attention():
+    """One query at lengths - 1 is decode attention; T queries at positions 0..T-1 over a
+    cache of their own T keys is causal attention (both independent references)."""
+    kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+    B, T, H, G, Dh = 3, 5, 4, 2, 8
+    q = jax.random.normal(kq, (B, T, H, Dh))
+    k = jax.random.normal(kk, (B, T, G, Dh))
+    v = jax.random.normal(kv, (B, T, G, Dh))
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    np.testing.assert_allclose(
+        cached_attention_reference(q, k, v, positions), attention_reference(q, k, v), atol=1e-5
+    )
+    lengths = jnp.array([5, 2, 0])
+    got = cached_attention_reference(q[:, :1], k, v, (lengths - 1)[:, None])[:, 0]
+    np.testing.assert_allclose(got, decode_attention_reference(q[:, 0], k, v, lengths), atol=1e-5)

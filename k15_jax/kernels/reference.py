@@ -94,6 +94,27 @@ def attention_lse_reference(
     return o, lse[..., 0].reshape(B, H, T)
 
 
+def cached_attention_reference(q, k_cache, v_cache, positions, *, precision=None):
+    """Queries at known positions over a per-row cache that already holds their own keys:
+    query t of row b sees cache slots j <= positions[b, t] (continuing a prefilled prompt,
+    rollout/extend.py; decode is the case T = 1).
+
+    q [B, T, H, Dh]; k_cache, v_cache [B, S, G, Dh]; positions [B, T]. Returns [B, T, H, Dh]
+    in q's dtype (0 where a query sees no slot).
+    """
+    B, T, H, Dh = q.shape
+    S, G = k_cache.shape[1], k_cache.shape[2]
+    qg = q.reshape(B, T, G, H // G, Dh)
+    scores = jnp.einsum(
+        "btgrd,bsgd->bgrts", qg, k_cache, preferred_element_type=jnp.float32, precision=precision
+    )
+    scores = scores * (Dh**-0.5)
+    mask = (jnp.arange(S)[None, None, :] <= positions[:, :, None])[:, None, None]
+    probs = _softmax_masked(scores, mask)[0]
+    out = jnp.einsum("bgrts,bsgd->btgrd", probs.astype(v_cache.dtype), v_cache, precision=precision)
+    return out.reshape(B, T, H, Dh).astype(q.dtype)
+
+
 def decode_attention_reference(q, k_cache, v_cache, lengths, *, precision=None):
     """One query per sequence over cache slots j < lengths[b].
 

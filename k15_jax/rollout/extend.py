@@ -7,34 +7,16 @@ A continued trajectory (partial rollouts) needs the KV of prompt + partial respo
 the current params. Its prompt's KV is shared by the group (`Prefix` rows from one prompt
 prefill); only the response goes through the model here, attending to the prompt's cached
 keys. This is `prefill_kv` split at the prompt boundary: the same projections, rope and MLP
-(the model's functions); attention is a masked softmax over the whole cache row.
+(the model's functions); attention is the plain-jnp reference over the whole cache row
+(`cached_attention_reference`; this runs once per refill, not per decode step).
 """
 
 import jax
 import jax.numpy as jnp
 
-from k15_jax.kernels.reference import MASK_VALUE
+from k15_jax.kernels.reference import cached_attention_reference
 from k15_jax.model.transformer import attn_out_and_mlp, embed_tokens, qkv_projections, rms_norm
 from k15_jax.rollout.steps import Prefix, Static
-
-
-def cached_attention(q, k_cache, v_cache, positions):
-    """Causal attention of Tr queries per row over their row of the cache.
-
-    q [M, Tr, H, Dh] at positions [M, Tr]; k_cache, v_cache [M, G, C, Dh] already hold the
-    queries' own keys at their positions. Query t sees cache positions <= positions[t].
-    Returns [M, Tr, H, Dh] in q's dtype; scores and softmax in float32.
-    """
-    M, Tr, H, Dh = q.shape
-    G, C = k_cache.shape[1], k_cache.shape[2]
-    qg = q.reshape(M, Tr, G, H // G, Dh)
-    s = jnp.einsum("mtgrd,mgcd->mgrtc", qg, k_cache, preferred_element_type=jnp.float32)
-    s = s * Dh**-0.5
-    mask = jnp.arange(C)[None, None, :] <= positions[:, :, None]  # [M, Tr, C]
-    s = jnp.where(mask[:, None, None], s, MASK_VALUE)
-    p = jax.nn.softmax(s, axis=-1).astype(v_cache.dtype)
-    out = jnp.einsum("mgrtc,mgcd->mtgrd", p, v_cache, preferred_element_type=jnp.float32)
-    return out.reshape(M, Tr, H, Dh).astype(q.dtype)
 
 
 def extend_kv(st: Static, params, prefix: Prefix, rows, tokens, n, last) -> Prefix:
@@ -65,7 +47,8 @@ def extend_kv(st: Static, params, prefix: Prefix, rows, tokens, n, last) -> Pref
         # advanced indices (m, positions) around a slice put their dims first: [M, Tr, G, Dh]
         ck = ck.at[m_idx, :, write_at].set(kn, mode="drop")
         cv = cv.at[m_idx, :, write_at].set(vn, mode="drop")
-        a = cached_attention(q, ck, cv, positions)
+        # the reference's cache layout is [M, C, G, Dh]
+        a = cached_attention_reference(q, ck.swapaxes(1, 2), cv.swapaxes(1, 2), positions)
         return attn_out_and_mlp(cfg, layer, x, a), (ck, cv)
 
     x0 = embed_tokens(params, cfg, tokens)
