@@ -4,16 +4,18 @@ Two entry points, each a dict of implementations selected by name:
   attention(q, k, v, ...)          full sequences (training, prefill)
   decode_attention(q, k, v, lens)  one query token per sequence against a KV cache
 
-"xla" is the plain-jnp reference (`k15_jax.kernels.reference`, also the kernels' test
-oracle); "pallas" uses the kernels in `k15_jax/kernels/`; "cudnn" is jax.nn's cuDNN path
-(GPU only); "auto" picks pallas on GPU/TPU and xla on CPU (interpret mode is for tests).
+"xla" is the plain-jnp reference's forward (`k15_jax.kernels.reference`, also the kernels'
+test oracle) with a recomputing backward (`k15_jax.kernels.xla_attention`); "pallas" uses
+the kernels in `k15_jax/kernels/`; "cudnn" is jax.nn's cuDNN path (GPU only); "auto" picks
+pallas on GPU/TPU and xla on CPU (interpret mode is for tests).
 """
 
 import jax
 
 from k15_jax.kernels import decode_attention as decode_attention_kernel
 from k15_jax.kernels import flash_attention
-from k15_jax.kernels.reference import attention_reference, decode_attention_reference
+from k15_jax.kernels.reference import decode_attention_reference
+from k15_jax.kernels.xla_attention import xla_attention
 
 
 def _pallas_attention(q, k, v, *, causal=True, segment_ids=None, window=None):
@@ -36,7 +38,7 @@ def _cudnn_attention(q, k, v, *, causal=True, segment_ids=None, window=None):
     )
 
 
-ATTENTION = {"xla": attention_reference, "pallas": _pallas_attention, "cudnn": _cudnn_attention}
+ATTENTION = {"xla": xla_attention, "pallas": _pallas_attention, "cudnn": _cudnn_attention}
 # one query token per sequence: cuDNN's fused kernel brings nothing, the reference is used
 DECODE_ATTENTION = {
     "xla": decode_attention_reference,

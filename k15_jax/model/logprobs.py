@@ -2,7 +2,9 @@
 
 Long-CoT RL needs log-probs of 32k-128k-token responses with 150k-token vocabularies: the
 logits are computed one sequence chunk at a time, and each chunk is rematerialised in the
-backward pass, so peak memory holds one [B, C, V] block.
+backward pass, so peak memory holds one [B, C, V] block. With a single chunk (chunk >= T)
+nothing is rematerialised: the block is held for the backward pass, which saves the
+[B, T, D] x [D, V] matmul a second time (on the 54M CPU bench, 0.34 s of a 4.3 s step).
 """
 
 import jax
@@ -38,7 +40,9 @@ def hidden_logprobs(
     pad = n * C - T
     h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(B, n, C, D).swapaxes(0, 1)
     targets = jnp.pad(targets, ((0, 0), (0, pad))).reshape(B, n, C).swapaxes(0, 1)
-    fn = jax.checkpoint(lambda args: _chunk_logprobs(args[0], w, args[1], suppress))
+    fn = lambda args: _chunk_logprobs(args[0], w, args[1], suppress)  # noqa: E731
+    if n > 1:  # one chunk holds the whole block anyway: recomputing it would only cost time
+        fn = jax.checkpoint(fn)
     logp, ent = jax.lax.map(fn, (h, targets))
     unchunk = lambda x: x.swapaxes(0, 1).reshape(B, n * C)[:, :T]
     return unchunk(logp), unchunk(ent)

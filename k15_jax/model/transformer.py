@@ -12,6 +12,7 @@ import numpy as np
 
 from k15_jax.model.attention import attention, decode_attention
 from k15_jax.model.config import ModelConfig
+from k15_jax.model.swiglu import swiglu
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -72,9 +73,8 @@ def attn_out_and_mlp(cfg: ModelConfig, layer: dict, x: jax.Array, attn: jax.Arra
     """Output projection, residual, SwiGLU MLP, residual. attn: [B, T, H, Dh]."""
     x = x + jnp.einsum("bthk,hkd->btd", attn, layer["wo"].astype(x.dtype))
     h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
-    gate = jnp.einsum("btd,df->btf", h, layer["w_gate"].astype(h.dtype))
-    up = jnp.einsum("btd,df->btf", h, layer["w_up"].astype(h.dtype))
-    return x + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, layer["w_down"].astype(h.dtype))
+    w = [layer[name].astype(h.dtype) for name in ("w_gate", "w_up", "w_down")]
+    return x + swiglu(h, *w)
 
 
 def embed_tokens(params: dict, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
