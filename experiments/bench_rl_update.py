@@ -27,11 +27,11 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from k15_jax.model.logprobs import token_logprobs
-from k15_jax.model.params import init_params
 from k15_jax.rollout.buffer import RolloutBuffer
 from k15_jax.rollout.types import Rollouts
 from k15_jax.train import iteration, rl_step
 from k15_jax.train.compiles import count_compiles
+from k15_jax.train.setup import initial_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_JOB = ["+exp=curriculum"]
@@ -143,7 +143,7 @@ def bench_rl_update(rounds: int = 3, iterations: int = 4, overrides=()) -> dict:
     """The RL-update section of bench_train's JSON (see the module docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
         s = main_job_setup(tmp, *overrides)
-    params = init_params(s.model, jax.random.key(0))
+    params = initial_params(s)  # on the run's mesh, as the main job's
     fused_fns = iteration.make_fns(s)
     plain_fns = dataclasses.replace(fused_fns, fused=None)
     out = {

@@ -29,8 +29,13 @@ MODEL = ModelConfig(
     logits_chunk=16,
 )
 B, K, P, T, IT = 3, 4, 5, 20, 7  # groups, samples, prompt tokens, tokens, iteration
-# float32 on one core: the peeled first step may fuse differently from the scan body
+# float32: the peeled first step may fuse differently from the scan body, and the plain
+# form's reference pass is its own program (logp - ref at step 0 is ~1 ulp there, 0 here)
 RTOL, ATOL = 2e-5, 1e-6
+# Adam divides by sqrt(v): a last-bit change of a near-zero gradient (|g| ~ eps) moves a
+# param by a visible part of a step of size lr = 1e-2; seen up to 2.5e-5, allowed 1% of lr.
+# The gradients themselves are compared tightly (grad_norm and the losses, RTOL).
+PARAM_ATOL = 1e-4
 
 
 def rollout_batch(seed=0):
@@ -71,9 +76,9 @@ def fused(params, batch, cfg: AlgoConfig):
     return update(params, tokens, rollout_logp, version, rewards, mask, IT)
 
 
-def close(a, b, what):
+def close(a, b, what, atol=ATOL):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), RTOL, ATOL, err_msg=what)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), RTOL, atol, err_msg=what)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +99,7 @@ def test_fused_update_matches_reference_pass_and_single_steps(cfg):
         float(jnp.abs(a - b).max()) for a, b in zip(*map(jax.tree.leaves, (want_p, params)))
     )
     assert moved > 1e-4  # the steps did move the params: the comparison means something
-    close(got_p, want_p, "params after M steps")
+    close(got_p, want_p, "params after M steps", PARAM_ATOL)
     close(got_ref, want_ref, "trainer log-probs")
     close(got_wm, want_wm, "off-policy metrics")
     first = {k: v for k, v in ms[0].items() if not k.endswith("_last")}
@@ -114,7 +119,7 @@ def test_fused_update_equals_the_plain_scan():
     update, optimizer = rl_step.make_update(MODEL, cfg)
     want_p, _, want_m = update(params, optimizer.init(params), tokens, ref, rewards, weights)
     got_p, _, _, got_m = fused(params, (tokens, rollout_logp, version, rewards, mask), cfg)
-    close(got_p, want_p, "params")
+    close(got_p, want_p, "params", PARAM_ATOL)
     close(got_m, want_m, "metrics")
 
 
@@ -135,11 +140,12 @@ def test_later_iterations_compile_nothing(tmp_path):
     3 with the first's shapes compile nothing (the iteration number is traced)."""
     from experiments.bench_rl_update import fake_collected, main_job_setup
     from k15_jax.train import iteration
+    from k15_jax.train.setup import initial_params
 
     small = ["sampler.batch_prompts=2", "sampler.samples_per_prompt=4", "rollout.max_new_tokens=16"]
     s = main_job_setup(tmp_path, *small)
     fns = iteration.make_fns(s)
-    params = init_params(s.model, jax.random.key(0))
+    params = initial_params(s)  # on the mesh, as the update returns them (else one retrace)
     counts = []
     for it in range(3):
         c, sc = fake_collected(s, it)
