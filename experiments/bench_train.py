@@ -32,6 +32,9 @@ step. Compilation and one warm-up step come first and are not timed.
     python -m experiments.bench_train            # full sizes (minutes on 2 cores)
     python -m experiments.bench_train --tiny     # seconds; proves the paths run
 
+"rl_update": the main job's RL update (16 x 8 rows of 80 tokens, M = 4), fused and plain,
+with its breakdown and compilations per iteration (experiments/bench_rl_update.py).
+
 Prints one JSON object as its last line.
 """
 
@@ -99,6 +102,9 @@ VARIANTS = {
 }
 
 
+RL_TINY = ("sampler.batch_prompts=2", "sampler.samples_per_prompt=4", "rollout.max_new_tokens=16")
+
+
 @dataclasses.dataclass
 class BenchConfig:
     """Sizes of one run; `tiny()` for the smoke test."""
@@ -111,6 +117,9 @@ class BenchConfig:
     matmul_n: int = 4096
     torch_peer: bool = True
     threads: int = os.cpu_count() or 1
+    # the RL update at the main job's shapes (experiments/bench_rl_update.py); None skips it
+    rl_overrides: tuple[str, ...] | None = ()
+    rl_iterations: int = 4
 
     @classmethod
     def tiny(cls) -> BenchConfig:
@@ -121,6 +130,8 @@ class BenchConfig:
             variants=("configured", "one_logits_chunk"),
             rounds=2,
             matmul_n=128,
+            rl_overrides=RL_TINY,
+            rl_iterations=3,
         )
 
 
@@ -348,6 +359,12 @@ def bench(bc: BenchConfig) -> dict:
                 jx[fastest]["tokens_per_s_best"] / peer["tokens_per_s_best"]
             )
         out["models"][name] = entry
+    if bc.rl_overrides is not None:
+        from experiments.bench_rl_update import bench_rl_update
+
+        log("RL update at the main job's shapes")
+        out["rl_update"] = bench_rl_update(bc.rounds, bc.rl_iterations, bc.rl_overrides)
+    out["machine"]["load_avg"] = list(os.getloadavg())  # 1, 5, 15 min, at the end
     big = out["models"]["qwen2_50m"]
     out["targets"] = {"qwen2_50m_mfu_ge_0.5": big["jax_mfu_vs_matmul"] >= 0.5}
     if bc.torch_peer:
@@ -361,6 +378,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, help="timed steps per candidate")
     parser.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--no-torch", action="store_true", help="skip the transformers peer")
+    parser.add_argument("--no-rl", action="store_true", help="skip the RL update")
     args = parser.parse_args(argv)
     bc = BenchConfig.tiny() if args.tiny else BenchConfig()
     if args.rounds:
@@ -371,6 +389,8 @@ def main(argv=None) -> None:
             raise SystemExit(f"--variants: unknown {bad}; choose from {sorted(VARIANTS)}")
         bc.variants = tuple(args.variants.split(","))
     bc.torch_peer = not args.no_torch
+    if args.no_rl:
+        bc.rl_overrides = None
     print(json.dumps(bench(bc)), flush=True)
 
 

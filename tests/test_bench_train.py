@@ -83,3 +83,12 @@ def test_tiny_bench_prints_one_json_object(capsys):
             assert result["tokens_per_s_best"] == pytest.approx(tokens / result["step_s_best"])
         assert entry["speedup_vs_transformers"] > 0
     assert set(out["targets"]) == {"qwen2_50m_mfu_ge_0.5", "qwen2_50m_beats_transformers"}
+    rl = out["rl_update"]
+    assert out["machine"]["load_avg"][0] >= 0
+    for form in ("fused", "plain"):
+        assert rl[form]["iteration_s_best_after_first"] > 0
+        assert rl[form]["compiles_per_iteration"][0] > 0
+        assert rl[form]["recompiles_after_first"] == 0, rl[form]
+    parts = rl["plain_breakdown"]["best_s"]
+    assert {"reference_pass", "weights", "update0/forward", "update0/backward"} <= set(parts)
+    assert f"update{rl['updates_per_iteration'] - 1}/optimizer" in parts

@@ -31,7 +31,7 @@ from k15_jax.rollout.buffer import RolloutBuffer
 from k15_jax.rollout.handover import handover
 from k15_jax.rollout.texts import response_texts
 from k15_jax.rollout.types import FINISH_REPEAT, RolloutConfig, Rollouts
-from k15_jax.train import rl_step
+from k15_jax.train import rl_fused, rl_step
 from k15_jax.train.setup import Setup
 from k15_jax.train.state import RunState
 
@@ -41,6 +41,7 @@ class UpdateFns:
     """The compiled pieces an iteration calls, built once per run (`make_fns`)."""
 
     update: Callable  # rl_step.make_update: (params, opt_state, tokens, ref, r, mask, img)
+    fused: Callable | None  # rl_fused.make_fused_update (None: algo.microbatches > 1)
     weights: Callable  # rl_step.make_weights: algo.off_policy on the loss mask
     optimizer: optax.GradientTransformation  # fresh state every iteration (sec. 2.3.2)
     reference_logprobs: Callable  # (params, tokens, img) -> log pi_theta_i [N, T]
@@ -51,8 +52,10 @@ class UpdateFns:
 def make_fns(s: Setup) -> UpdateFns:
     algo = OmegaConf.to_object(s.cfg.algo)
     update, optimizer = rl_step.make_update(s.model, algo)
+    fused = rl_fused.make_fused_update(s.model, algo) if rl_fused.supported(algo) else None
     return UpdateFns(
         update=update,
+        fused=fused,
         weights=rl_step.make_weights(algo),
         optimizer=optimizer,
         reference_logprobs=rl_step.make_reference_logprobs(s.model),
@@ -183,20 +186,21 @@ def update(s: Setup, params, c: Collected, sc: Scores, fns: UpdateFns, iteration
     glob = lambda x: distributed.global_batch(x, s.mesh)  # each process feeds its rows
     images = s.prompts.loss_images([t for t in c.tasks for _ in range(K)], ro.tokens.shape[0])
     images = None if images is None else glob(images)
-    trainer_ref = fns.reference_logprobs(params, glob(ro.tokens), images)
-    ref = trainer_ref if s.cfg.algo.trainer_ref_logp else glob(ro.logp)
     mask = rl_step.loss_mask(ro.response_mask, sc.padded, s.cfg.algo)
     mask[n * K :] = 0.0
-    # algo.off_policy: old segments excluded (k1.5), or TIS / masking by pi_theta_i / pi_rollout
-    mask, weight_stats = fns.weights(
-        glob(mask), trainer_ref, glob(ro.logp), glob(ro.version), iteration
-    )
+    args = (glob(ro.tokens), glob(ro.logp), glob(ro.version), glob(sc.padded), glob(mask))
+    if fns.fused is not None:  # one program, the reference pass shared (train/rl_fused.py)
+        out = fns.fused(params, *args, iteration, images)
+        new_params, trainer_ref, weight_stats, m = out
+    else:
+        new_params, trainer_ref, weight_stats, m = plain_update(
+            params, args, images, fns, s, iteration
+        )
+    # one device-to-host read for all figures (each float() of a device scalar is a sync)
+    weight_stats, m = jax.device_get((weight_stats, m))
     metrics = {k: float(v) for k, v in weight_stats.items()}
     if metrics["offpolicy/weight_mean"] > 0:
-        opt_state = distributed.replicate_scalars(fns.optimizer.init(params), s.mesh)
-        params, _, m = fns.update(
-            params, opt_state, glob(ro.tokens), ref, glob(sc.padded), mask, images
-        )
+        params = new_params
         metrics.update({k: float(v) for k, v in m.items()})
         if not all(math.isfinite(v) for v in metrics.values()):
             raise FloatingPointError(
@@ -204,6 +208,21 @@ def update(s: Setup, params, c: Collected, sc: Scores, fns: UpdateFns, iteration
                 "last good checkpoint is kept. Lower algo.lr or check the rewards."
             )
     return params, metrics, distributed.to_host(trainer_ref)
+
+
+def plain_update(params, args: tuple, images, fns: UpdateFns, s: Setup, iteration: int):
+    """The two-program form (algo.microbatches > 1): a reference pass, then
+    `rl_step.make_update`'s M steps. Returns what `rl_fused.make_fused_update` returns."""
+    tokens, rollout_logp, version, rewards, mask = args
+    trainer_ref = fns.reference_logprobs(params, tokens, images)
+    ref = trainer_ref if s.cfg.algo.trainer_ref_logp else rollout_logp
+    # algo.off_policy: old segments excluded (k1.5), or TIS / masking by pi_theta_i / pi_rollout
+    mask, weight_stats = fns.weights(mask, trainer_ref, rollout_logp, version, iteration)
+    if float(weight_stats["offpolicy/weight_mean"]) <= 0:
+        return params, trainer_ref, weight_stats, {}
+    opt_state = distributed.replicate_scalars(fns.optimizer.init(params), s.mesh)
+    params, _, m = fns.update(params, opt_state, tokens, ref, rewards, mask, images)
+    return params, trainer_ref, weight_stats, m
 
 
 def rl_iteration(s: Setup, engine, params, state: RunState, fns: UpdateFns):

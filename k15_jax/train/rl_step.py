@@ -59,24 +59,47 @@ def make_reference_logprobs(model_cfg: ModelConfig):
 _LAST = {"clip_frac", "ratio_mean", "kl_k3", "abs_log_ratio"}
 
 
-def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
-    """Jitted (params, opt_state, tokens, ref_logp, rewards, mask[, images]) -> (params,
-    opt_state, m).
+def make_optimizer(cfg: AlgoConfig) -> optax.GradientTransformation:
+    """Adam with fresh moments every iteration (sec. 2.3.2: the optimizer state is reset)."""
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
 
-    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]; images [N, M, P, C]
-    (model.vision; None for text) as the rollout's prefill saw them. Runs M steps in a scan;
-    cfg.microbatches > 1 accumulates each step's gradient (`model.logprobs.accumulated_grads`).
-    """
+
+def make_loss_of_logp(cfg: AlgoConfig):
+    """(logp, ref_logp, mask [N, T], rewards [B, K]) -> (loss, metrics): algo.loss on rows
+    reshaped to [B, K, T]."""
     loss_fn = LOSSES[cfg.loss.name]
     options = loss_options(cfg.loss)
-    # Adam with fresh moments every iteration (sec. 2.3.2: the optimizer state is reset)
-    optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
 
     def loss_of_logp(logp, ref_logp, rewards, mask):
         shape = (*rewards.shape, logp.shape[1])  # [B, K, T]
         return loss_fn(
             logp.reshape(shape), ref_logp.reshape(shape), rewards, mask.reshape(shape), **options
         )
+
+    return loss_of_logp
+
+
+def apply_step(optimizer, params, opt_state, loss, metrics, grads):
+    """One optimizer step from a loss and its gradient -> (params, opt_state, metrics)."""
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def step_metrics(first: dict, last: dict) -> dict:
+    """The logged figures of the M steps: every metric at the first step, the loss and the
+    _LAST ratios at the last (at step 0 pi_theta = pi_theta_i: ratios are 1)."""
+    out = {f"train/{k}": v for k, v in first.items()}
+    out["train/loss_last"] = last["loss"]
+    for k in _LAST & set(last):
+        out[f"train/{k}_last"] = last[k]
+    return out
+
+
+def make_value_and_grad(model_cfg: ModelConfig, cfg: AlgoConfig):
+    """(params, tokens, ref_logp, rewards, mask, images) -> ((loss, metrics), grads);
+    cfg.microbatches > 1 accumulates the gradient (`model.logprobs.accumulated_grads`)."""
+    loss_of_logp = make_loss_of_logp(cfg)
 
     def objective(params, tokens, ref_logp, rewards, mask, images):
         logp = token_logprobs(params, model_cfg, tokens, images=images)
@@ -95,23 +118,45 @@ def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
             cfg.microbatches,
         )
 
+    return value_and_grad
+
+
+def scan_steps(value_and_grad, optimizer, params, opt_state, batch: tuple, steps: int):
+    """`steps` optimizer steps on one batch (tokens, ref_logp, rewards, mask, images) in a
+    lax.scan (one compiled body for any M). Returns (params, opt_state, stacked metrics)."""
+
+    def one(carry, _):
+        params, opt_state = carry
+        (loss, metrics), grads = value_and_grad(params, *batch)
+        params, opt_state, metrics = apply_step(optimizer, params, opt_state, loss, metrics, grads)
+        return (params, opt_state), metrics
+
+    (params, opt_state), metrics = jax.lax.scan(one, (params, opt_state), length=steps)
+    return params, opt_state, metrics
+
+
+def make_update(model_cfg: ModelConfig, cfg: AlgoConfig):
+    """Jitted (params, opt_state, tokens, ref_logp, rewards, mask[, images]) -> (params,
+    opt_state, m).
+
+    tokens, ref_logp, mask: [N, T] with N = B*K; rewards [B, K]; images [N, M, P, C]
+    (model.vision; None for text) as the rollout's prefill saw them. Runs M steps in a scan;
+    cfg.microbatches > 1 accumulates each step's gradient (`model.logprobs.accumulated_grads`).
+    The main job runs `rl_fused.make_fused_update` (the same steps, sharing the reference
+    forward); this is the plain form, and its oracle in tests.
+    """
+    optimizer = make_optimizer(cfg)
+    value_and_grad = make_value_and_grad(model_cfg, cfg)
+
     @jax.jit
     def update(params, opt_state, tokens, ref_logp, rewards, mask, images=None):
-        def one(carry, _):
-            params, opt_state = carry
-            (loss, metrics), grads = value_and_grad(params, tokens, ref_logp, rewards, mask, images)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
-            return (optax.apply_updates(params, updates), opt_state), metrics
-
-        (params, opt_state), metrics = jax.lax.scan(
-            one, (params, opt_state), length=cfg.updates_per_iteration
+        batch = (tokens, ref_logp, rewards, mask, images)
+        params, opt_state, metrics = scan_steps(
+            value_and_grad, optimizer, params, opt_state, batch, cfg.updates_per_iteration
         )
-        first = {f"train/{k}": v[0] for k, v in metrics.items()}
-        first["train/loss_last"] = metrics["loss"][-1]
-        for k in _LAST & set(metrics):  # at step 0 pi_theta = pi_theta_i: ratios are 1
-            first[f"train/{k}_last"] = metrics[k][-1]
-        return params, opt_state, first
+        first = jax.tree.map(lambda v: v[0], metrics)
+        last = jax.tree.map(lambda v: v[-1], metrics)
+        return params, opt_state, step_metrics(first, last)
 
     return update, optimizer
 
