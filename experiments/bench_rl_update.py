@@ -1,7 +1,7 @@
 """The RL update as the main job runs it, timed by part (`bench_train` reports it).
 
 Shapes of configs/config.yaml (+exp=curriculum): sampler.batch_prompts x samples_per_prompt
-rows (16 x 8) of rollout.max_prompt_len + max_new_tokens tokens (16 + 64), the 0.4M model,
+rows (16 x 8) of rollout.max_prompt_len + max_new_tokens tokens (16 + 176), the 0.4M model,
 algo.updates_per_iteration M = 4. The rollouts are synthetic (random tokens, mixed rewards,
 every response token counted): the update's cost depends on the shapes only.
 

@@ -32,7 +32,7 @@ step. Compilation and one warm-up step come first and are not timed.
     python -m experiments.bench_train            # full sizes (minutes on 2 cores)
     python -m experiments.bench_train --tiny     # seconds; proves the paths run
 
-"rl_update": the main job's RL update (16 x 8 rows of 80 tokens, M = 4), fused and plain,
+"rl_update": the main job's RL update (16 x 8 rows of 16 + 176 tokens, M = 4), fused and plain,
 with its breakdown and compilations per iteration (experiments/bench_rl_update.py).
 
 Prints one JSON object as its last line.
