@@ -213,7 +213,12 @@ def partial_cases(args) -> dict:
     cases = {
         "k1": PartialCase(args.batch, 1, **common, slots=args.batch, median=24, lo=lo),
         "k4": PartialCase(max(args.batch // 4, 1), 4, **common, slots=args.batch, median=24, lo=lo),
-        "k8": PartialCase(args.k8_prompts, 8, **common, slots=args.batch, median=24, lo=lo),
+        # slots = the iteration's trajectories, as in every case here and in the main job
+        # (rollout.slots = batch_prompts x K); until 2026-12-06 k8 ran 64 trajectories in 32
+        # slots, a queue that a budget cannot shorten (0.94x then)
+        "k8": PartialCase(
+            args.k8_prompts, 8, **common, slots=args.k8_prompts * 8, median=24, lo=lo
+        ),
     }
     long_lo = min(32, args.long_new)
     cases["long"] = PartialCase(

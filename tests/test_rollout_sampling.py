@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from k15_jax.rollout import RolloutConfig, collect, make_engine
-from k15_jax.rollout.sampling import SamplingParams, filtered_logits, policy_logp, sample_tokens
+from k15_jax.rollout.sampling import (
+    SamplingParams,
+    filtered_logits,
+    policy_logp,
+    sample_tokens,
+    top_p_mask,
+)
 from tests.test_rollout_reference import TINY, tiny_params
 
 
@@ -43,6 +49,44 @@ def test_filtered_distribution_matches_numpy(temperature, top_k, top_p):
     got = np.asarray(jax.nn.softmax(filtered_logits(jnp.asarray(logits), sp), axis=-1))
     for row, g in zip(logits, got):
         np.testing.assert_allclose(g, numpy_distribution(row, temperature, top_k, top_p), atol=1e-6)
+
+
+def numpy_top_p_keep(x, top_p):
+    """The sort rule in float64: (keep [V], mass before each token [V])."""
+    order = np.argsort(-x, kind="stable")
+    p = np.exp(x[order] - x[order][0])
+    p /= p.sum()
+    before = np.cumsum(p) - p
+    keep, mass = np.zeros(x.shape, bool), np.zeros(x.shape)
+    keep[order], mass[order] = before < top_p, before
+    return keep, mass
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.95, 0.999])
+def test_top_p_mask_is_the_sort_rule_on_wide_rows(top_p):
+    """Bisection against the sort, on rows of vocab 8192 (flat and peaked, with -inf):
+    decisions may differ only where the mass before a token is within rounding of top_p."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 8192)).astype(np.float32) * rng.uniform(0.1, 8, (16, 1))
+    x = x.astype(np.float32)
+    x[:4, :100] = -np.inf  # e.g. removed by top-k
+    got = np.asarray(top_p_mask(jnp.asarray(x), top_p))
+    for row, g in zip(x, got):
+        want, mass = numpy_top_p_keep(row.astype(np.float64), top_p)
+        differ = g != want
+        assert np.all(np.abs(mass[differ] - top_p) < 1e-5), np.flatnonzero(differ)[:5]
+        assert g.any() and not g[np.isneginf(row)].any()
+
+
+def test_top_p_mask_ties_kept_by_index_order():
+    # four equal logits of 0.2 each after one of 0.2: the nucleus at 0.5 is the first
+    # three by index (mass before: 0, 0.2, 0.4 < 0.5; then 0.6)
+    x = np.log(np.array([[0.2, 0.2, 0.2, 0.2, 0.2], [0.4, 0.15, 0.15, 0.15, 0.15]]))
+    got = np.asarray(top_p_mask(jnp.asarray(x, jnp.float32), 0.5))
+    np.testing.assert_array_equal(got[0], [True, True, True, False, False])
+    np.testing.assert_array_equal(got[1], [True, True, False, False, False])
+    for row, g in zip(x, got):
+        np.testing.assert_array_equal(g, numpy_top_p_keep(row, 0.5)[0])
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", CASES[2:])

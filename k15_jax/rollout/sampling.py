@@ -44,16 +44,45 @@ def filtered_logits(logits: jax.Array, sp: SamplingParams) -> jax.Array:
         kth = jax.lax.top_k(x, sp.top_k)[0][..., -1:]
         x = jnp.where(x >= kth, x, _NEG_INF)
     if sp.top_p < 1.0:
-        order = jnp.argsort(-x, axis=-1)
-        sorted_x = jnp.take_along_axis(x, order, axis=-1)
-        probs = jax.nn.softmax(sorted_x, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs
-        keep_sorted = mass_before < sp.top_p
-        keep = (
-            jnp.zeros_like(keep_sorted).at[jnp.arange(x.shape[0])[:, None], order].set(keep_sorted)
-        )
-        x = jnp.where(keep, x, _NEG_INF)
+        x = jnp.where(top_p_mask(x, sp.top_p), x, _NEG_INF)
     return x
+
+
+def _order_key(x: jax.Array) -> jax.Array:
+    """float32 -> uint32 with the same order (-inf lowest; NaN not expected)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def top_p_mask(x: jax.Array, top_p: float) -> jax.Array:
+    """Nucleus of each row: x [S, V] f32 (-inf allowed) -> keep [S, V] bool.
+
+    The rule of a descending sort: token i is kept iff the mass of the tokens before it in
+    the descending order (ties by index) is < top_p. Without sorting: the nucleus is every
+    token above a threshold u* plus, among the tokens at u*, the first by index while the
+    mass stays below top_p; u* = the smallest value whose mass strictly above it is < top_p,
+    found by bisection over the 2^32 order-preserving keys of float32 (32 passes over the
+    row). A sort of [S, V] costs far more on CPU (it was ~3x the model's decode step for the
+    28M bench model, vocab 8192, `docs/performance.md`). Decisions can differ from a sorted
+    cumsum only where the mass before a token is within rounding of top_p.
+    """
+    p = jax.nn.softmax(x, axis=-1)
+    key = _order_key(x)
+
+    def above(u):  # mass of the tokens above u, per row
+        return jnp.sum(jnp.where(key > u[:, None], p, 0.0), axis=-1)
+
+    def halve(_, lo_hi):
+        lo, hi = lo_hi  # invariant: above(hi) < top_p; the answer lies in [lo, hi]
+        mid = lo + (hi - lo) // 2
+        ok = above(mid) < top_p
+        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+    lo = jnp.zeros(x.shape[:1], jnp.uint32)
+    _, u = jax.lax.fori_loop(0, 32, halve, (lo, jnp.max(key, axis=-1)))
+    tied = key == u[:, None]
+    tied_before = jnp.cumsum(jnp.where(tied, p, 0.0), axis=-1) - jnp.where(tied, p, 0.0)
+    return (key > u[:, None]) | (tied & (above(u)[:, None] + tied_before < top_p))
 
 
 def sample_tokens(logits: jax.Array, keys: jax.Array, sp: SamplingParams) -> jax.Array:
