@@ -12,6 +12,10 @@ early stop. Figures (all measured in this process):
   before and after the engine runs; the higher one) /
   FLOPs of one decode token = 2 * (params touched: every matrix + the LM head) + 4 * L * H *
   Dh * (mean context = prompt + new / 2).
+- memory side (`rollout_cases.memory_limits`): bytes one decode step reads (weights and
+  the whole KV cache), the machine's streaming read rate and the rate XLA's own dots stream
+  weights at 32 rows -> memory_roofline_tokens_per_s, dot_bound_tokens_per_s, and the
+  decode-only rate against each (`k15_decode_vs_memory_roofline`, `k15_decode_vs_dot_bound`).
 - handover_s: one params hand-over (training shardings -> engine shardings, jitted, on
   device), median of 5.
 - partial_rollout_speedup: mean wall time per RL iteration without / with partial rollouts
@@ -41,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.rollout_cases import PartialCase, bench_partial, breakdown, log
+from experiments.rollout_cases import PartialCase, bench_partial, breakdown, log, memory_limits
 from k15_jax.model import load_hf
 from k15_jax.rollout import RolloutConfig, collect, make_engine, timed_handover
 from k15_jax.sharding import TRAIN_RULES, MeshConfig, make_mesh, param_shardings
@@ -297,6 +301,11 @@ def main(argv=None):
         matmul_gflop_s_after=flops_s_after / 1e9,
         decode_mflop_per_token=per_token / 1e6,
     )
+    mem = memory_limits(cfg, BATCH, engine.cache_len)
+    result.update(
+        mem, k15_decode_vs_memory_roofline=decode_tps / mem["memory_roofline_tokens_per_s"]
+    )
+    result["k15_decode_vs_dot_bound"] = decode_tps / mem["dot_bound_tokens_per_s"]
     if hf_tokens is not None:
         first_diff = [
             int(np.argmax(a != b)) if np.any(a != b) else NEW for a, b in zip(k15_tokens, hf_tokens)

@@ -162,3 +162,52 @@ def breakdown(cfg, params, rc: RolloutConfig, prompts: np.ndarray, k: int = 1) -
     }
     out["host_other_s"] = max(total - prefill - decode - out["host_sync_s"], 0.0)
     return out
+
+
+def _best_s(fn, *args, repeats: int = 10) -> float:
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def memory_limits(cfg, slots: int, cache_len: int) -> dict:
+    """The memory side of one decode step, measured on this machine.
+
+    A decode step of `slots` rows reads every weight matrix and the LM head once (f32 here)
+    and the KV cache of all `cache_len` positions: `decode_step_mb`. Two rates:
+      read_gb_s      a jitted sum over 256 MB (streaming reads, the machine's limit)
+      dot_gb_s       the weight bytes per second of XLA's own dots at the decode shape:
+                     [slots, D] @ [D, F] chained over the model's MLP matrices (what the
+                     compiler's kernels can stream at this row count)
+    -> memory_roofline_tokens_per_s = slots x read_gb_s / decode_step_mb and
+       dot_bound_tokens_per_s = slots x dot_gb_s / decode_step_mb.
+    """
+    f32 = 4
+    weights = cfg.num_params - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.hidden_size)
+    cache = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cache_len * cfg.head_dim
+    step_bytes = (weights + cache) * f32
+    big = jnp.ones((64 << 20,), jnp.float32)
+    read = big.nbytes / _best_s(jax.jit(jnp.sum), big)
+    del big
+    D, F, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    keys = jax.random.split(jax.random.key(0), 2 * L + 1)
+    ws = [jax.random.normal(k, (D, F) if i % 2 == 0 else (F, D)) for i, k in enumerate(keys[:-1])]
+    h = jax.random.normal(keys[-1], (slots, D))
+
+    def chain(h, ws):
+        for w in ws:
+            h = jnp.tanh(h @ w)  # keeps every dot live and the rows bounded
+        return h
+
+    dot = sum(w.nbytes for w in ws) / _best_s(jax.jit(chain), h, ws)
+    return {
+        "decode_step_mb": step_bytes / 1e6,
+        "read_gb_s": read / 1e9,
+        "dot_gb_s": dot / 1e9,
+        "memory_roofline_tokens_per_s": slots * read / step_bytes,
+        "dot_bound_tokens_per_s": slots * dot / step_bytes,
+    }
