@@ -20,7 +20,7 @@ def forward_per_token(model: ModelConfig, context: float) -> float:
 
 
 def train_per_token(model: ModelConfig, T: int, attention: str, extra_forward: bool) -> float:
-    """Forward + backward (2x forward) + what the remat policy recomputes, per token.
+    """Forward + backward (2x forward) + what the backward recomputes, per token.
 
     XLA attention computes all T x T scores (masked, not skipped); flash kernels skip the
     masked half. extra_forward: the log-prob pass of RL gradient accumulation.
@@ -30,6 +30,9 @@ def train_per_token(model: ModelConfig, T: int, attention: str, extra_forward: b
     logits = 2.0 * model.hidden_size * model.vocab_size
     attn = 2.0 * model.num_layers * 2 * context * model.num_heads * model.head_dim
     recompute = {"none": 0.0, "full": fwd - logits, "dots": attn}[model.remat]
+    # both attention paths recompute QK^T in their backward (kernels/xla_attention.py, the
+    # flash kernels); the log-prob chunks recompute their logits when there are several
+    recompute += attn / 2 + (logits if T > model.logits_chunk else 0.0)
     return 3 * fwd + recompute + (fwd if extra_forward else 0.0)
 
 

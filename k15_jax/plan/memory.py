@@ -44,6 +44,9 @@ TPU_SCORE_WORK = 2.25
 TPU_LOGITS_WORK = 1.25
 # TPU prefill: [S, H, Tp, Tp] f32 scores live at once (Qwen2.5-7B on v5p-64: 1.1; 1.5B, v5e-16: 1.1)
 TPU_PREFILL_SCORES = 1.25
+# XLA attention's backward (kernels/xla_attention.py): one layer's recomputed scores, P,
+# dP and dS in f32 live at once (memory_analysis() on XLA:CPU, tests/test_plan.py)
+XLA_SCORE_WORK = 4
 F32 = 4
 
 
@@ -108,9 +111,10 @@ def layer_activations(
 ) -> dict:
     """Bytes one layer saves for the backward pass, for b rows of T tokens, per policy.
 
-    none: inputs and outputs of norms, q/k/v, rotary, attention (scores, mask, probs: 4 of
-      [H, T, T] f32 with XLA attention; the log-sum-exp with a flash kernel), output
-      projection, 6 of [F] in the MLP. dots: x, q/k/v and o projections, gate and up.
+    none: inputs and outputs of norms, q/k/v, rotary, attention (its output and the row
+      log-sum-exp: the XLA path recomputes its scores in the backward pass like the flash
+      kernels, `kernels/xla_attention.py`), output projection, gate and up of the MLP
+      (its written-out backward recomputes the rest, `model/swiglu.py`). dots: x, q/k/v and o projections, gate and up.
       full: the layer input x.
     gather: the q/k/v and MLP tensors hold b * gather rows (see `activations`).
     """
@@ -119,10 +123,10 @@ def layer_activations(
     Ht, Gt = _split(model.num_heads, tp), _split(model.num_kv_heads, tp)
     Ft = _split(model.intermediate_size, tp)
     q, kv = Ht * Dh, Gt * Dh
-    scores = 4 * F32 * Ht * T if attention == "xla" else 2 * F32 * Ht
+    scores = 2 * F32 * Ht
     tokens, wide = b * T, b * gather * T
     return {
-        "none": tokens * (a * 6 * D + scores) + wide * a * (2 * q + 2 * kv + 6 * Ft),
+        "none": tokens * (a * 6 * D + scores) + wide * a * (2 * q + 2 * kv + 2 * Ft),
         "dots": tokens * a * 2 * D + wide * a * (q + 2 * kv + 2 * Ft),
         "full": tokens * a * D,
     }
@@ -162,17 +166,17 @@ def activations(
     if tpu and policy != "none":  # the stacked residuals and a second [L, ...] buffer the
         saved *= 2  # backward scan reads (HLO of Llama-3.1-70B's update on v5p-256)
     Ht = _split(model.num_heads, tp)
-    if policy == "none" and attention == "xla":  # the [B, T, T] mask broadcast over heads,
-        saved += (2 * F32 + 2) * b * Ht * T * T  # f32 and bool, kept once for all layers
     work = {
         "none": COTANGENT_WORK * per["none"],
         "full": RECOMPUTE_WORK * per["none"],
         "dots": RECOMPUTE_WORK * (per["none"] - per["dots"]),
     }[policy]
-    if tpu and attention == "xla" and policy != "none":
+    if attention == "xla":  # one layer's recomputed [H, T, T] f32 scores, P, dP and dS
         score = F32 * Ht * T * T  # one row's [H, T, T] f32 scores
-        rows = b * (gather if gather_scores else 1)
-        work += TPU_SCORE_WORK * rows * score - RECOMPUTE_WORK * 4 * b * score
+        if tpu and policy != "none":
+            work += TPU_SCORE_WORK * b * (gather if gather_scores else 1) * score
+        else:
+            work += XLA_SCORE_WORK * b * score
     # the log-prob chunks are differentiated before the layers: the larger of the two
     chunk = max(1, min(model.logits_chunk, T))
     if tpu and gather_scores:  # the update's log-prob chunks: rows of all fsdp chips too
