@@ -114,7 +114,8 @@ def layer_activations(
     none: inputs and outputs of norms, q/k/v, rotary, attention (its output and the row
       log-sum-exp: the XLA path recomputes its scores in the backward pass like the flash
       kernels, `kernels/xla_attention.py`), output projection, gate and up of the MLP
-      (its written-out backward recomputes the rest, `model/swiglu.py`). dots: x, q/k/v and o projections, gate and up.
+      (its written-out backward recomputes the rest, `model/swiglu.py`).
+      dots: x, q/k/v and o projections, gate and up.
       full: the layer input x.
     gather: the q/k/v and MLP tensors hold b * gather rows (see `activations`).
     """
