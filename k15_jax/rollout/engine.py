@@ -282,13 +282,16 @@ class RolloutEngine:
         S, W = self.cfg.slots, self.window_len
         if len(inserts) > S:
             raise ValueError(f"{len(inserts)} inserts for {S} slots")
-        slot = np.full((S,), S, np.int32)  # S = dropped
-        row = np.zeros((S,), np.int32)
-        key = np.zeros((S, self.key_width), np.uint32)
-        pos = np.zeros((S,), np.int32)
-        max_len = np.full((S,), self.cfg.max_new_tokens, np.int32)
-        stop_at = np.full((S,), self.cfg.max_new_tokens, np.int32)
-        window = np.full((S, W), repeat.EMPTY, np.int32)
+        # rows bucketed to a power of two, not S: each row moves a whole [L, G, C, Dh] KV
+        # row, so a refill of a few slots must not gather and scatter S of them
+        M = bucket(len(inserts), 1, S)
+        slot = np.full((M,), S, np.int32)  # S = dropped
+        row = np.zeros((M,), np.int32)
+        key = np.zeros((M, self.key_width), np.uint32)
+        pos = np.zeros((M,), np.int32)
+        max_len = np.full((M,), self.cfg.max_new_tokens, np.int32)
+        stop_at = np.full((M,), self.cfg.max_new_tokens, np.int32)
+        window = np.full((M, W), repeat.EMPTY, np.int32)
         for i, d in enumerate(inserts):
             slot[i], row[i] = d["slot"], d["row"]
             if "key" in d:

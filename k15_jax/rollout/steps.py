@@ -64,8 +64,8 @@ class Prefix:
 
 @flax.struct.dataclass
 class SlotInit:
-    """Where each prefilled row goes and how it continues; M = S rows, unused rows have
-    slot = S (dropped by the scatter)."""
+    """Where each prefilled row goes and how it continues; M rows (a power of two >= the
+    rows inserted, at most S), unused rows have slot = S (dropped by the scatter)."""
 
     slot: jax.Array  # [M] int32
     row: jax.Array  # [M] int32 row of the Prefix
