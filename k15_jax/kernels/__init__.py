@@ -1,5 +1,6 @@
-"""Attention kernels: flash attention (train/prefill), decode attention, ring attention, and
-their plain-jnp references (`reference.py`, also the model's "xla" attention).
+"""Attention kernels: flash attention (train/prefill), decode attention, ring attention,
+their plain-jnp references (`reference.py`), and the model's "xla" attention
+(`xla_attention.py`: the reference's forward with a recomputing backward).
 
 On CPU the Pallas kernels run in the Pallas interpreter (tests); on GPU they lower through
 Triton.
