@@ -119,18 +119,21 @@ def _wrap(engine, name: str, acc: dict, sync: bool = False):
     setattr(engine, name, run)
 
 
+def _best_s(fn, *args, repeats: int = 10) -> float:
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def sampling_s_per_step(slots: int, vocab: int, sp: SamplingParams, repeats: int = 20) -> float:
     """Seconds of one step's sampling + log-prob of [slots, vocab] logits, jitted alone."""
     f = jax.jit(lambda x, k: policy_logp(x, sample_tokens(x, jax.random.split(k, slots), sp)))
     x = jax.random.normal(jax.random.key(0), (slots, vocab), jnp.float32)
-    key = jax.random.key(1)
-    f(x, key).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(x, key).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return _best_s(f, x, jax.random.key(1), repeats=repeats)
 
 
 def breakdown(cfg, params, rc: RolloutConfig, prompts: np.ndarray, k: int = 1) -> dict:
@@ -162,16 +165,6 @@ def breakdown(cfg, params, rc: RolloutConfig, prompts: np.ndarray, k: int = 1) -
     }
     out["host_other_s"] = max(total - prefill - decode - out["host_sync_s"], 0.0)
     return out
-
-
-def _best_s(fn, *args, repeats: int = 10) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def memory_limits(cfg, slots: int, cache_len: int) -> dict:

@@ -43,15 +43,21 @@ def _softmax_masked(scores, mask):
     return p / jnp.maximum(total, 1e-30), m, total
 
 
-def _scores_and_mask(q, k, q_segment_ids, kv_segment_ids, causal, window, precision):
-    """fp32 scores [B, G, R, T, S] and the visibility mask broadcastable to them."""
+def _scores(q, k, precision):
+    """fp32 scaled scores [B, G, R, T, S] of q [B, T, H, Dh] against k [B, S, G, Dh]."""
     B, T, H, Dh = q.shape
-    S, G = k.shape[1], k.shape[2]
-    qg = q.reshape(B, T, G, H // G, Dh)
+    qg = q.reshape(B, T, k.shape[2], H // k.shape[2], Dh)
     scores = jnp.einsum(
         "btgrd,bsgd->bgrts", qg, k, preferred_element_type=jnp.float32, precision=precision
     )
-    scores = scores * (Dh**-0.5)
+    return scores * (Dh**-0.5)
+
+
+def _scores_and_mask(q, k, q_segment_ids, kv_segment_ids, causal, window, precision):
+    """fp32 scores [B, G, R, T, S] and the visibility mask broadcastable to them."""
+    B, T = q.shape[:2]
+    S = k.shape[1]
+    scores = _scores(q, k, precision)
     mask = jnp.ones((B, T, S), bool)
     t_idx, s_idx = jnp.arange(T)[:, None], jnp.arange(S)[None, :]
     if causal:
@@ -103,12 +109,8 @@ def cached_attention_reference(q, k_cache, v_cache, positions, *, precision=None
     in q's dtype (0 where a query sees no slot).
     """
     B, T, H, Dh = q.shape
-    S, G = k_cache.shape[1], k_cache.shape[2]
-    qg = q.reshape(B, T, G, H // G, Dh)
-    scores = jnp.einsum(
-        "btgrd,bsgd->bgrts", qg, k_cache, preferred_element_type=jnp.float32, precision=precision
-    )
-    scores = scores * (Dh**-0.5)
+    S = k_cache.shape[1]
+    scores = _scores(q, k_cache, precision)
     mask = (jnp.arange(S)[None, None, :] <= positions[:, :, None])[:, None, None]
     probs = _softmax_masked(scores, mask)[0]
     out = jnp.einsum("bgrts,bsgd->btgrd", probs.astype(v_cache.dtype), v_cache, precision=precision)

@@ -40,7 +40,10 @@ def hidden_logprobs(
     pad = n * C - T
     h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(B, n, C, D).swapaxes(0, 1)
     targets = jnp.pad(targets, ((0, 0), (0, pad))).reshape(B, n, C).swapaxes(0, 1)
-    fn = lambda args: _chunk_logprobs(args[0], w, args[1], suppress)  # noqa: E731
+
+    def fn(args):
+        return _chunk_logprobs(args[0], w, args[1], suppress)
+
     if n > 1:  # one chunk holds the whole block anyway: recomputing it would only cost time
         fn = jax.checkpoint(fn)
     logp, ent = jax.lax.map(fn, (h, targets))

@@ -106,9 +106,7 @@ def attention_path(model: ModelConfig, platform: str) -> str:
     return "xla" if impl == "xla" else "flash"
 
 
-def layer_activations(
-    model: ModelConfig, tp: int, b: int, T: int, attention: str, gather: int = 1
-) -> dict:
+def layer_activations(model: ModelConfig, tp: int, b: int, T: int, gather: int = 1) -> dict:
     """Bytes one layer saves for the backward pass, for b rows of T tokens, per policy.
 
     none: inputs and outputs of norms, q/k/v, rotary, attention (its output and the row
@@ -124,10 +122,10 @@ def layer_activations(
     Ht, Gt = _split(model.num_heads, tp), _split(model.num_kv_heads, tp)
     Ft = _split(model.intermediate_size, tp)
     q, kv = Ht * Dh, Gt * Dh
-    scores = 2 * F32 * Ht
+    lse = 2 * F32 * Ht  # both attention paths keep the row log-sum-exp, not the scores
     tokens, wide = b * T, b * gather * T
     return {
-        "none": tokens * (a * 6 * D + scores) + wide * a * (2 * q + 2 * kv + 2 * Ft),
+        "none": tokens * (a * 6 * D + lse) + wide * a * (2 * q + 2 * kv + 2 * Ft),
         "dots": tokens * a * 2 * D + wide * a * (q + 2 * kv + 2 * Ft),
         "full": tokens * a * D,
     }
@@ -161,7 +159,7 @@ def activations(
     tp = mesh_shape["tensor"]
     tpu = platform == "tpu"
     gather = mesh_shape["fsdp"] if split else 1
-    per = layer_activations(model, tp, b, T, attention, gather=1 if tpu else gather)
+    per = layer_activations(model, tp, b, T, gather=1 if tpu else gather)
     policy = model.remat
     saved = model.num_layers * per[policy]
     if tpu and policy != "none":  # the stacked residuals and a second [L, ...] buffer the
