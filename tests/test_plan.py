@@ -30,6 +30,7 @@ from k15_jax.model.params import abstract_params, init_params
 from k15_jax.plan import flops, memory
 from k15_jax.rl.config import AlgoConfig
 from k15_jax.rollout.engine import make_engine
+from k15_jax.rollout.layout import unstack_layers
 from k15_jax.rollout.types import RolloutConfig
 from k15_jax.train import rl_step, sft
 from k15_jax.train.sft import SFTConfig
@@ -114,7 +115,7 @@ def _decode_memory(model, rcfg, mesh=None):
     engine = make_engine(model, rcfg, eos_id=1, mesh=mesh)
     params = jax.tree.map(
         lambda a, sh: S(a.shape, a.dtype, sharding=sh),
-        abstract_params(model),
+        unstack_layers(abstract_params(model)),  # the engine's layout
         engine.param_shardings,
     )
     state = jax.eval_shape(engine.init_decode_state)

@@ -43,9 +43,15 @@ def test_handover_replaces_params_without_aliasing():
     first = collect(engine, REQS, k=1, iteration=0, key=jax.random.key(0))[0]
     same_engine = handover(engine, p1)
     assert same_engine is engine
-    for a, b in zip(jax.tree.leaves(engine.params), jax.tree.leaves(p1)):
-        np.testing.assert_array_equal(a, b)
-        assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
+    # the engine's layout: layer i of every stacked weight as its own array
+    assert len(engine.params["layers"]) == TINY.num_layers
+    for name, w in p1["layers"].items():
+        for i, layer in enumerate(engine.params["layers"]):
+            np.testing.assert_array_equal(layer[name], np.asarray(w)[i])
+    for name in set(p1) - {"layers"}:
+        np.testing.assert_array_equal(engine.params[name], p1[name])
+    theirs = {x.unsafe_buffer_pointer() for x in jax.tree.leaves(p1)}
+    assert not theirs & {x.unsafe_buffer_pointer() for x in jax.tree.leaves(engine.params)}
     second = collect(engine, REQS, k=1, iteration=1, key=jax.random.key(0))[0]
     fresh = make_engine(TINY, CFG, eos_id=(), params=p1)
     want = collect(fresh, REQS, k=1, iteration=1, key=jax.random.key(0))[0]

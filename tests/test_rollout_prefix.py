@@ -72,21 +72,23 @@ def test_extension_matches_one_prefill_of_prompt_and_response():
     engine = make_engine(TINY, CFG, eos_id=4, params=params)
     prompts = [[5, 6, 7], [9], [3, 3, 4, 10, 11, 12, 13]]
     responses = [[8, 1, 2, 30, 31], [4, 17] * 10, [20]]  # 20 + 1 tokens: the cache is 22
-    pre = engine.prefill(params, prompts)
-    ext = engine.extend(params, pre, [0, 1, 2], [p[-1] for p in prompts], responses)
-    whole = engine.prefill(params, [p + r for p, r in zip(prompts, responses)])
+    ep = engine.params
+    pre = engine.prefill(ep, prompts)
+    ext = engine.extend(ep, pre, [0, 1, 2], [p[-1] for p in prompts], responses)
+    whole = engine.prefill(ep, [p + r for p, r in zip(prompts, responses)])
     n = [len(p) + len(r) - 1 for p, r in zip(prompts, responses)]
     np.testing.assert_array_equal(np.asarray(ext.lengths)[:3], n)
     np.testing.assert_array_equal(np.asarray(ext.token)[:3], [r[-1] for r in responses])
     for i, m in enumerate(n):
-        for a, b in ((ext.k, whole.k), (ext.v, whole.v)):
-            a, b = np.asarray(a)[:, i], np.asarray(b)[:, i]
-            np.testing.assert_allclose(a[:, :, :m], b[:, :, :m], atol=2e-5)
+        for a, b in zip(ext.k, whole.k):  # keys [P, G, Dh, C] per layer
+            np.testing.assert_allclose(a[i, ..., :m], b[i, ..., :m], atol=2e-5)
+        for a, b in zip(ext.v, whole.v):  # values [P, G, C, Dh]
+            np.testing.assert_allclose(a[i, :, :m], b[i, :, :m], atol=2e-5)
     assert max(n) > MIN_PREFILL_LEN  # past the smallest bucket
     state = engine.insert(
         ext, engine.init_decode_state(), [{"slot": i, "row": i} for i in range(3)]
     )
-    _, out = engine.generate(params, state, 1)
+    _, out = engine.generate(ep, state, 1)
     for i, (p, r) in enumerate(zip(prompts, responses)):
         want = forward(params, TINY, np.asarray([p + r], np.int32))[0, -1]
         got = np.asarray(out.logp)[0, i]

@@ -12,6 +12,7 @@ from k15_jax.rollout import RolloutConfig, collect, make_engine
 from k15_jax.rollout.sampling import (
     SamplingParams,
     filtered_logits,
+    first_argmax,
     policy_logp,
     sample_tokens,
     top_p_mask,
@@ -111,6 +112,26 @@ def test_greedy_and_policy_logp():
     np.testing.assert_allclose(
         np.asarray(policy_logp(jnp.asarray(logits), jnp.asarray(toks))), want, atol=1e-6
     )
+
+
+def test_first_argmax_is_numpy_argmax_with_ties_nan_and_inf():
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 4, size=(64, 37)).astype(np.float32)  # many ties
+    x[1] = -np.inf  # all filtered: index 0, as np.argmax
+    x[2, [5, 9]] = np.nan  # the first NaN, as np.argmax
+    x[3, 30] = np.inf
+    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(x))), x.argmax(-1))
+
+
+def test_sampled_tokens_are_jax_categorical():
+    """The sampler's Gumbel-max is `jax.random.categorical` row by row (same keys)."""
+    logits = jnp.asarray(np.random.default_rng(5).normal(size=(16, 300)).astype(np.float32))
+    keys = jax.random.split(jax.random.key(7), 16)
+    sp = SamplingParams(0.7, 0.9, 0, False)
+    got = sample_tokens(logits, keys, sp)
+    x = filtered_logits(logits, sp)
+    want = [jax.random.categorical(k, row) for k, row in zip(keys, x)]
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_samples_do_not_depend_on_slots_batching_or_order():

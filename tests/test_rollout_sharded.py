@@ -51,11 +51,13 @@ for name, rc in [("sampled partial", dataclasses.replace(base, temperature=0.9, 
     print(name, "ok")
 
 # the engine's layout: weights whole over data/fsdp, heads over tensor; cache slots over
-# (data, fsdp), kv heads over tensor
-assert ea.params["layers"]["wq"].sharding.spec == jax.P(None, None, "tensor", None)
+# (data, fsdp), kv heads over tensor; one array per layer (keys [S, G, Dh, C])
+assert ea.params["layers"][0]["wq"].sharding.spec == jax.P(None, "tensor", None)
 state = ea.init_decode_state()
-assert state.k.sharding.spec == jax.P(None, ("data", "fsdp"), "tensor", None, None)
-assert state.k.addressable_shards[0].data.shape[1:3] == (2, 1)
+assert len(state.k) == len(state.v) == cfg.num_layers
+assert state.k[0].sharding.spec == jax.P(("data", "fsdp"), "tensor", None, None)
+assert state.v[-1].sharding.spec == jax.P(("data", "fsdp"), "tensor", None, None)
+assert state.k[0].addressable_shards[0].data.shape[:2] == (2, 1)
 
 try:
     make_engine(cfg, dataclasses.replace(base, slots=6), eos_id=5, mesh=mesh)

@@ -23,7 +23,8 @@ from k15_jax.model.config import ModelConfig
 from k15_jax.model.params import abstract_params
 from k15_jax.rollout.engine import RolloutEngine, make_engine
 from k15_jax.rollout.handover import reshard_fn
-from k15_jax.sharding import ROLLOUT_RULES, TRAIN_RULES, data_sharding, param_shardings
+from k15_jax.rollout.layout import unstack_layers
+from k15_jax.sharding import TRAIN_RULES, data_sharding, param_shardings
 from k15_jax.train import rl_step, sft
 
 PROGRAMS = ("SFT step", "RL update", "prefill", "decode", "hand-over")
@@ -47,6 +48,11 @@ def _sds(tree, shardings):
 
 def _params(model: ModelConfig, mesh: Mesh, rules=TRAIN_RULES):
     return _sds(abstract_params(model), param_shardings(model, mesh, rules))
+
+
+def _engine_params(eng: RolloutEngine):
+    """The engine's params (one array per layer, `rollout/layout.py`) in its shardings."""
+    return _sds(unstack_layers(abstract_params(eng.model_cfg)), eng.param_shardings)
 
 
 def _opt_state(optimizer: optax.GradientTransformation, params):
@@ -119,7 +125,7 @@ def prefill(eng: RolloutEngine) -> Program:
     row = eng.prefix_shardings.lengths
     tok = NamedSharding(eng.mesh, PartitionSpec(*row.spec, None))
     args = (
-        _params(eng.model_cfg, eng.mesh, ROLLOUT_RULES),
+        _engine_params(eng),
         jax.ShapeDtypeStruct((S, Tp), jnp.int32, sharding=tok),
         jax.ShapeDtypeStruct((S,), jnp.int32, sharding=row),
         jax.ShapeDtypeStruct((S,), jnp.int32, sharding=row),
@@ -133,7 +139,7 @@ def decode(eng: RolloutEngine) -> Program:
     stop = np.asarray(eng.stop_ids or (-1,), np.int32)
     replicated = NamedSharding(eng.mesh, PartitionSpec())
     args = (
-        _params(eng.model_cfg, eng.mesh, ROLLOUT_RULES),
+        _engine_params(eng),
         state,
         jax.ShapeDtypeStruct(stop.shape, jnp.int32, sharding=replicated),
     )
@@ -142,7 +148,7 @@ def decode(eng: RolloutEngine) -> Program:
 
 
 def hand_over(eng: RolloutEngine) -> Program:
-    """The trainer's params (TRAIN_RULES) resharded into the engine's layout."""
+    """The trainer's params (TRAIN_RULES) copied into the engine's layout and shardings."""
     params = _params(eng.model_cfg, eng.mesh)
     return Program("hand-over", reshard_fn(eng.param_shardings), (params,))
 

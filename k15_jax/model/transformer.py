@@ -140,6 +140,9 @@ def forward_hidden(
 ):
     """Final-normed hidden states [B, T, D] (and per-layer k, v [L, B, T, G, Dh]).
 
+    params["layers"] stacked ([L, ...] leaves) are scanned; a list of per-layer dicts (the
+    rollout engine's layout) is unrolled and the kv come back as a list of L (k, v) pairs.
+
     segment_ids [B, T]: tokens attend only within their segment (packed rows); positions
     default to the index within each segment. images [B, M, P, C] (patches, model.vision):
     their projected features replace the embeddings of the image placeholder tokens.
@@ -159,7 +162,14 @@ def forward_hidden(
         )
         return attn_out_and_mlp(cfg, layer, x, a), (k, v) if return_kv else None
 
-    x, kv = jax.lax.scan(REMAT[cfg.remat](block), x0, params["layers"])
+    layers = params["layers"]
+    if isinstance(layers, list):  # the rollout engine's layout: see rollout/layout.py
+        x, kv = x0, []
+        for layer in layers:
+            x, kv_l = block(x, layer)
+            kv.append(kv_l)
+    else:
+        x, kv = jax.lax.scan(REMAT[cfg.remat](block), x0, layers)
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     return (x, kv) if return_kv else x
 

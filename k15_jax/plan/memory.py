@@ -273,10 +273,13 @@ def rollout(
     kv, rest = decode_state_bytes(model, mesh_shape, slots, cache_len, window)
     step_out = steps_per_sync * S * (4 + 4 + 1) + S * 4 + 4
     vocab = _split(model.vocab_size, tp)
+    # the engine keeps params and cache per layer (rollout/layout.py): no layer is copied
+    # out of a stack. Each step's new keys and values of every layer (made, and carried to
+    # the next step's write), the logits and one layer's scores
+    new_kv = 2 * kv // cache_len
+    decode_work = 2 * new_kv + S * (F32 * vocab + F32 * Ht * cache_len)
     if platform == "tpu":  # TPU fusions read a layer's weights in the stack, no copy
         layer = 0
-    # one layer's K and V and weights read out of the stacks, logits, scores
-    decode_work = kv // model.num_layers + layer + S * (2 * F32 * vocab + F32 * Ht * cache_len)
     # prefill of up to `slots` rows (the eval pass fills every slot with a new prompt): K/V
     # padded to C for all of them, half of it again before the head-major transpose
     prefix = kv

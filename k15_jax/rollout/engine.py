@@ -29,9 +29,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from k15_jax.model.config import ModelConfig
 from k15_jax.rollout import repeat
 from k15_jax.rollout.extend import extend_kv
+from k15_jax.rollout.layout import (
+    cache_shapes,
+    cache_shardings,
+    check_cache,
+    engine_param_shardings,
+)
 from k15_jax.rollout.sampling import SamplingParams, key_width
 from k15_jax.rollout.steps import (
-    CACHE_AXES,
     MIN_PREFILL_LEN,
     DecodeState,
     Prefix,
@@ -48,7 +53,6 @@ from k15_jax.rollout.types import FINISH_NONE, RolloutConfig, check_rollout_conf
 from k15_jax.sharding import (
     ROLLOUT_RULES,
     MeshConfig,
-    check_divisible,
     logical_to_spec,
     make_mesh,
     param_shardings,
@@ -61,8 +65,9 @@ _JIT_CACHE: dict = {}
 class RolloutEngine:
     """Compiled rollout functions for one (model, rollout config, mesh) and the params.
 
-    `params` are in the engine's shardings (`param_shardings`); set them with
-    `handover.handover(engine, params)`. Build with `make_engine`.
+    `params` are in the engine's layout and shardings (`layout.py`, `param_shardings`); set
+    them with `handover.handover(engine, params)` from the trainer's. Build with
+    `make_engine`.
     """
 
     model_cfg: ModelConfig
@@ -81,26 +86,20 @@ class RolloutEngine:
                 f"rollout.slots={c.slots} is not divisible by the mesh's batch axes "
                 f"(data x fsdp = {nb}); set rollout.slots to a multiple of {nb}"
             )
-        check_divisible(
-            (m.num_layers, c.slots, m.num_kv_heads, self.cache_len, m.head_dim),
-            CACHE_AXES,
-            self.mesh,
-            ROLLOUT_RULES,
-            "rollout KV cache",
-        )
-        self.param_shardings = param_shardings(m, self.mesh, ROLLOUT_RULES)
+        check_cache(m, c.slots, self.cache_len, self.mesh)
+        # the trainer's layout, whole across the batch axes: what `handover` takes
+        self.stacked_shardings = param_shardings(m, self.mesh, ROLLOUT_RULES)
+        self.param_shardings = engine_param_shardings(m, self.mesh)
         rep = None
         if c.stop_on_repeat:
             rep = (c.repeat_ngram, c.repeat_min_repeats)
         self._static = Static(m, SamplingParams.from_config(c), rep)
         self._stop_array = np.asarray(self.stop_ids or (-1,), np.int32)
         self.key_width = key_width()
-        cache = self._sharding(CACHE_AXES)
+        ck, cv = cache_shardings(m, self.mesh)
         row, row2 = self._sharding(("batch",)), self._sharding(("batch", None))
-        self.state_shardings = DecodeState(
-            cache, cache, row, row, row2, row, row, row, row, row, row2
-        )
-        self.prefix_shardings = Prefix(cache, cache, row, row)
+        self.state_shardings = DecodeState(ck, cv, row, row, row2, row, row, row, row, row, row2)
+        self.prefix_shardings = Prefix(ck, cv, row, row)
         self._replicated = NamedSharding(self.mesh, PartitionSpec())
 
     # ---- shapes and shardings ----
@@ -133,7 +132,7 @@ class RolloutEngine:
             "prefill": (self.model_cfg, self.cache_len),
             "prefill_images": (self.model_cfg, self.cache_len),
             "extend": (self.model_cfg,),
-            "insert": (),
+            "insert": (self.model_cfg.num_layers,),  # its shardings: one per layer
             "init": (
                 self.model_cfg,
                 self.cfg.slots,
@@ -194,11 +193,14 @@ class RolloutEngine:
             m, S = self.model_cfg, self.cfg.slots
 
             def init():
-                shape = (m.num_layers, S, m.num_kv_heads, self.cache_len, m.head_dim)
+                ks, vs = cache_shapes(m, S, self.cache_len)
+                cache = lambda shape: tuple(
+                    jnp.zeros(shape, jnp.dtype(m.dtype)) for _ in range(m.num_layers)
+                )
                 z = lambda dt: jnp.zeros((S,), dt)
                 return DecodeState(
-                    k=jnp.zeros(shape, jnp.dtype(m.dtype)),
-                    v=jnp.zeros(shape, jnp.dtype(m.dtype)),
+                    k=cache(ks),
+                    v=cache(vs),
                     lengths=z(jnp.int32),
                     token=z(jnp.int32),
                     key=jnp.zeros((S, self.key_width), jnp.uint32),
@@ -227,6 +229,7 @@ class RolloutEngine:
         images (model.vision): per sequence None or patches [m, Np, C], m <= max_images,
         one image per m * Np placeholder tokens; None for all is the text-only path.
         """
+        _check_layout(params, "prefill")
         C = self.cache_len
         for i, s in enumerate(sequences):
             if not 1 <= len(s) <= C:
@@ -259,6 +262,7 @@ class RolloutEngine:
         tokens). Returns a Prefix of the sequences prompt + response, one row each. Rows are
         bucketed like `prefill`'s, the extension to `prefill_bucket(len(response))`.
         """
+        _check_layout(params, "extend")
         M = bucket(len(rows), self.batch_shards, self.cfg.slots)
         Tr = max(self.prefill_bucket(len(r) + 1) for r in responses)
         tokens = np.full((M, Tr), self.pad_id, np.int32)
@@ -314,6 +318,7 @@ class RolloutEngine:
         then reads only the first `attention_span(max_context)` cache positions.
         Returns (state, StepOutput) with device arrays; `jax.device_get` the output.
         """
+        _check_layout(params, "generate")
         span = None if max_context is None else self.attention_span(max_context)
         return self._jit("generate", int(n_steps), span)(params, state, self._stop_array)
 
@@ -322,6 +327,15 @@ class RolloutEngine:
         64, so few spans compile), or None (all C) when that reaches the cache length."""
         span = bucket(max_context, 1, floor=64)
         return None if span >= self.cache_len else span
+
+
+def _check_layout(params, call: str) -> None:
+    if params is None or not isinstance(params.get("layers"), list):
+        got = "None" if params is None else "stacked layers (the trainer's layout)"
+        raise ValueError(
+            f"engine.{call} got params with {got}; pass engine.params, which "
+            "handover(engine, params) sets in the engine's layout (rollout/layout.py)"
+        )
 
 
 def make_engine(

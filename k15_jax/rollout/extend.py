@@ -11,7 +11,6 @@ keys. This is `prefill_kv` split at the prompt boundary: the same projections, r
 (`cached_attention_reference`; this runs once per refill, not per decode step).
 """
 
-import jax
 import jax.numpy as jnp
 
 from k15_jax.kernels.reference import cached_attention_reference
@@ -30,27 +29,30 @@ def extend_kv(st: Static, params, prefix: Prefix, rows, tokens, n, last) -> Pref
     masks them); the extension's padded tokens write nothing.
     """
     cfg = st.model
-    k, v = prefix.k[:, rows], prefix.v[:, rows]  # [L, M, G, C, Dh]: the shared copy
     start = prefix.lengths[rows]
     M, Tr = tokens.shape
+    C = prefix.v[0].shape[2]
     t = jnp.arange(Tr)[None, :]
     positions = start[:, None] + t  # [M, Tr]
     # padded tokens write nothing: their index is C, which the scatter drops
-    write_at = jnp.where(t < n[:, None], positions, k.shape[3])
+    write_at = jnp.where(t < n[:, None], positions, C)
     m_idx = jnp.arange(M)[:, None]
-
-    def block(x, xs):
-        layer, ck, cv = xs  # ck [M, G, C, Dh]
+    x = embed_tokens(params, cfg, tokens)
+    k_out, v_out = [], []
+    for layer, pk, pv in zip(params["layers"], prefix.k, prefix.v, strict=True):
+        ck, cv = pk[rows], pv[rows]  # keys [M, G, Dh, C], values [M, G, C, Dh]: the shared copy
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
         q, kn, vn = qkv_projections(cfg, layer, h, positions)
         kn, vn = kn.astype(ck.dtype), vn.astype(cv.dtype)  # [M, Tr, G, Dh]
-        # advanced indices (m, positions) around a slice put their dims first: [M, Tr, G, Dh]
-        ck = ck.at[m_idx, :, write_at].set(kn, mode="drop")
+        # advanced indices (m, positions) around slices put their dims first: [M, Tr, G, Dh]
+        ck = ck.at[m_idx, :, :, write_at].set(kn, mode="drop")
         cv = cv.at[m_idx, :, write_at].set(vn, mode="drop")
         # the reference's cache layout is [M, C, G, Dh]
-        a = cached_attention_reference(q, ck.swapaxes(1, 2), cv.swapaxes(1, 2), positions)
-        return attn_out_and_mlp(cfg, layer, x, a), (ck, cv)
-
-    x0 = embed_tokens(params, cfg, tokens)
-    _, (k, v) = jax.lax.scan(block, x0, (params["layers"], k, v))
-    return Prefix(k, v, (start + n).astype(jnp.int32), last.astype(jnp.int32))
+        a = cached_attention_reference(
+            q, ck.transpose(0, 3, 1, 2), cv.transpose(0, 2, 1, 3), positions
+        )
+        x = attn_out_and_mlp(cfg, layer, x, a)
+        k_out.append(ck)
+        v_out.append(cv)
+    lengths = (start + n).astype(jnp.int32)
+    return Prefix(tuple(k_out), tuple(v_out), lengths, last.astype(jnp.int32))

@@ -1,9 +1,10 @@
 """Hybrid colocation (report sec. 2.6.3): params move from training to rollout in device memory.
 
-Training shards weights over `fsdp` and `tensor` (`TRAIN_RULES`); the engine keeps them
-whole across the batch axes (`ROLLOUT_RULES`) so decode steps do not all-gather weights.
-`handover` is one jitted identity whose out_shardings are the engine's: XLA turns it into
-the device-to-device all-gathers / copies; nothing goes through the host or disk.
+Training shards weights over `fsdp` and `tensor` (`TRAIN_RULES`) and stacks layers; the
+engine keeps them whole across the batch axes (`ROLLOUT_RULES`) so decode steps do not
+all-gather weights, one array per layer (`layout.py`). `handover` is one jitted copy into
+that layout whose out_shardings are the engine's: XLA turns it into the device-to-device
+all-gathers / copies; nothing goes through the host or disk.
 
 Training-only state (optimizer moments) is not kept across the hand-over: the k1.5 recipe
 resets the optimizer every iteration, so it is dropped rather than moved to the host.
@@ -14,15 +15,19 @@ import time
 import jax
 import jax.numpy as jnp
 
+from k15_jax.rollout.layout import unstack_layers
+
 _RESHARD_CACHE: dict = {}
 
 
 def reshard_fn(shardings):
-    """The jitted identity into `shardings` that `handover` runs (one per layout)."""
+    """The jitted copy that `handover` runs (one per layout): stacked params (any sharding)
+    -> the engine's layout (`layout.unstack_layers`) in `shardings`."""
     leaves, treedef = jax.tree.flatten(shardings)
     key = (treedef, tuple(leaves))
     if key not in _RESHARD_CACHE:
-        _RESHARD_CACHE[key] = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=shardings)
+        to_engine = lambda p: jax.tree.map(jnp.copy, unstack_layers(p))
+        _RESHARD_CACHE[key] = jax.jit(to_engine, out_shardings=shardings)
     return _RESHARD_CACHE[key]
 
 
@@ -35,7 +40,7 @@ def handover(engine, params):
     """
     if params is None:
         raise ValueError("handover got params=None; pass the trainer's params pytree")
-    want = jax.tree.structure(engine.param_shardings)
+    want = jax.tree.structure(engine.stacked_shardings)
     have = jax.tree.structure(params)
     if want != have:
         raise ValueError(
@@ -46,7 +51,8 @@ def handover(engine, params):
     if _devices(params) == _devices(engine.param_shardings):
         engine.params = reshard_fn(engine.param_shardings)(params)
     else:  # another device set (e.g. a separate rollout slice): transfer, still no host hop
-        engine.params = jax.device_put(params, engine.param_shardings, may_alias=False)
+        moved = jax.device_put(params, engine.stacked_shardings, may_alias=False)
+        engine.params = reshard_fn(engine.param_shardings)(moved)
     return engine
 
 

@@ -85,12 +85,28 @@ def top_p_mask(x: jax.Array, top_p: float) -> jax.Array:
     return (key > u[:, None]) | (tied & (above(u)[:, None] + tied_before < top_p))
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+    """`jnp.argmax(x, axis=-1)` as int32, the same index (the first maximum; the first NaN
+    when a row has one), from two plain reductions: a max, then the smallest index holding
+    it. XLA's CPU argmax is one two-operand reduction that does not vectorise: 0.55 ms
+    against 0.12 ms for [32, 8192] float32, run once or twice per decode step."""
+    m = jnp.max(x, axis=-1, keepdims=True)
+    hit = (x == m) | jnp.isnan(x)
+    idx = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(hit, idx, x.shape[-1]), axis=-1)
+
+
 def sample_tokens(logits: jax.Array, keys: jax.Array, sp: SamplingParams) -> jax.Array:
-    """One token per row. logits [S, V] f32, keys [S] (typed PRNG keys) -> tokens [S] int32."""
+    """One token per row. logits [S, V] f32, keys [S] (typed PRNG keys) -> tokens [S] int32.
+
+    Sampling is `jax.random.categorical` per row (Gumbel-max: the argmax of the filtered
+    logits plus Gumbel noise drawn from the row's key), with its argmax as `first_argmax`.
+    """
     if sp.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return first_argmax(logits)
     x = filtered_logits(logits, sp)
-    return jax.vmap(lambda k, row: jax.random.categorical(k, row))(keys, x).astype(jnp.int32)
+    noise = jax.vmap(lambda k: jax.random.gumbel(k, x.shape[-1:], x.dtype))(keys)
+    return first_argmax(x + noise)
 
 
 def policy_logp(logits: jax.Array, tokens: jax.Array) -> jax.Array:

@@ -30,8 +30,6 @@ from k15_jax.rollout.types import (
     FINISH_REPEAT,
 )
 
-# head-major cache (see decode.py); G over `tensor`, slots over the batch axes
-CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
 MIN_PREFILL_LEN = 16
 
 
@@ -39,8 +37,8 @@ MIN_PREFILL_LEN = 16
 class DecodeState:
     """Everything a decode step transforms, one row per slot."""
 
-    k: jax.Array  # [L, S, G, C, Dh]
-    v: jax.Array  # [L, S, G, C, Dh]
+    k: tuple  # L keys [S, G, Dh, C] (layout.py)
+    v: tuple  # L values [S, G, C, Dh]
     lengths: jax.Array  # [S] int32 cache positions filled
     token: jax.Array  # [S] int32 next token to feed (last token of the sequence so far)
     key: jax.Array  # [S, KW] uint32 base key data of the slot's trajectory (KW = key_width())
@@ -56,8 +54,8 @@ class DecodeState:
 class Prefix:
     """Prefilled sequences: KV of all tokens but the last, and the last token."""
 
-    k: jax.Array  # [L, P, G, C, Dh] (zero beyond each row's length)
-    v: jax.Array  # [L, P, G, C, Dh]
+    k: tuple  # L keys [P, G, Dh, C] (zero beyond each row's length)
+    v: tuple  # L values [P, G, C, Dh]
     lengths: jax.Array  # [P] int32 prefilled tokens (sequence length - 1)
     token: jax.Array  # [P] int32 last token of each sequence
 
@@ -145,8 +143,8 @@ def decode_chunk(st: Static, n_steps: int, span, params, state: DecodeState, sto
     def cond(carry):
         return (carry[0] < n_steps) & jnp.any(carry[1].active)
 
-    L, _, G, _, Dh = state.k.shape
-    nothing = jnp.zeros((L, S, G, Dh), state.k.dtype)  # written at lengths: unused positions
+    # written at lengths, positions no slot has used yet
+    nothing = tuple(jnp.zeros(c.shape[:2] + c.shape[3:], c.dtype) for c in state.v)
     init = (
         jnp.int32(0),
         state,
@@ -164,15 +162,15 @@ def decode_chunk(st: Static, n_steps: int, span, params, state: DecodeState, sto
 def prefill_kv(st: Static, cache_len: int, params, tokens, lengths, last, images=None):
     """tokens [P, Tp] right-padded, lengths [P] (may be 0), last [P] -> Prefix.
 
-    KV come out head-major and zero-padded to the cache length C, so `insert` compiles
-    once per P bucket rather than per (P, Tp). images [P, M, Np, C] (model.vision): their
-    features go in at the image placeholder tokens, so the K slots a prefix is inserted
-    into share one image encoding.
+    KV come out in the cache layout (`layout.py`) zero-padded to the cache length C, so
+    `insert` compiles once per P bucket rather than per (P, Tp). images [P, M, Np, C]
+    (model.vision): their features go in at the image placeholder tokens, so the K slots a
+    prefix is inserted into share one image encoding.
     """
-    _, (k, v) = forward_hidden(params, st.model, tokens, return_kv=True, images=images)
-    pad = ((0, 0), (0, 0), (0, cache_len - tokens.shape[1]), (0, 0), (0, 0))
-    k, v = jnp.pad(k, pad), jnp.pad(v, pad)
-    k, v = k.transpose(0, 1, 3, 2, 4), v.transpose(0, 1, 3, 2, 4)  # head-major
+    _, kv = forward_hidden(params, st.model, tokens, return_kv=True, images=images)
+    pad = ((0, 0), (0, cache_len - tokens.shape[1]), (0, 0), (0, 0))
+    k = tuple(jnp.pad(k, pad).transpose(0, 2, 3, 1) for k, _ in kv)  # [P, Tp, G, Dh] -> keys
+    v = tuple(jnp.pad(v, pad).transpose(0, 2, 1, 3) for _, v in kv)
     return Prefix(k, v, lengths.astype(jnp.int32), last.astype(jnp.int32))
 
 
@@ -180,8 +178,8 @@ def insert_rows(state: DecodeState, prefix: Prefix, ins: SlotInit) -> DecodeStat
     """Scatters prefix rows into slots and resets their per-slot state."""
     put = lambda dst, src: dst.at[ins.slot].set(src, mode="drop")
     return state.replace(
-        k=state.k.at[:, ins.slot].set(prefix.k[:, ins.row], mode="drop"),
-        v=state.v.at[:, ins.slot].set(prefix.v[:, ins.row], mode="drop"),
+        k=tuple(put(c, p[ins.row]) for c, p in zip(state.k, prefix.k, strict=True)),
+        v=tuple(put(c, p[ins.row]) for c, p in zip(state.v, prefix.v, strict=True)),
         lengths=put(state.lengths, prefix.lengths[ins.row]),
         token=put(state.token, prefix.token[ins.row]),
         key=put(state.key, ins.key),
