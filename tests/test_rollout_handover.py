@@ -59,3 +59,12 @@ def test_handover_replaces_params_without_aliasing():
     assert not np.array_equal(np.asarray(first.tokens), np.asarray(second.tokens))
     with pytest.raises(ValueError, match="does not match the engine's model config"):
         handover(engine, {"embed": p1["embed"]})
+
+
+def test_engine_calls_refuse_the_trainers_stacked_params():
+    p0 = tiny_params(seed=6)
+    engine = make_engine(TINY, CFG, eos_id=(), params=p0)
+    with pytest.raises(ValueError, match="pass engine.params"):
+        engine.prefill(p0, [[5, 6, 7]])
+    with pytest.raises(ValueError, match="stacked layers"):
+        engine.generate(p0, engine.init_decode_state(), 1)
