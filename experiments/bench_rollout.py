@@ -205,6 +205,12 @@ def parse_args(argv):
     ap.add_argument("--long-new", type=int, default=1024)
     ap.add_argument("--long-prompts", type=int, default=4, help="long case: prompts x K=8")
     ap.add_argument("--long-budget", type=int, default=256)
+    ap.add_argument(
+        "--share-prefix",
+        choices=("on", "off"),
+        default="on",
+        help="partial and long cases: rollout.share_prefix (K samples share a prompt prefill)",
+    )
     ap.add_argument("--skip", default="", help="comma list of: hf, partial, long, breakdown")
     ap.add_argument("--json-out", help="also write the JSON object to this file")
     return ap.parse_args(argv)
@@ -213,7 +219,11 @@ def parse_args(argv):
 def partial_cases(args) -> dict:
     """The partial-rollout cases: name -> PartialCase (all through `collect`)."""
     lo = min(8, args.partial_new)
-    common = dict(prompt_len=args.prompt, max_new=args.partial_new, budget=args.partial_budget)
+    share = args.share_prefix == "on"
+    common = dict(
+        prompt_len=args.prompt, max_new=args.partial_new, budget=args.partial_budget,
+        share_prefix=share,
+    )  # fmt: skip
     cases = {
         "k1": PartialCase(args.batch, 1, **common, slots=args.batch, median=24, lo=lo),
         "k4": PartialCase(max(args.batch // 4, 1), 4, **common, slots=args.batch, median=24, lo=lo),
@@ -227,7 +237,7 @@ def partial_cases(args) -> dict:
     long_lo = min(32, args.long_new)
     cases["long"] = PartialCase(
         args.long_prompts, 8, args.long_prompt, args.long_new, args.long_budget,
-        slots=args.long_prompts * 8, median=args.long_new / 6, lo=long_lo,
+        slots=args.long_prompts * 8, median=args.long_new / 6, lo=long_lo, share_prefix=share,
     )  # fmt: skip
     return cases
 
@@ -328,9 +338,10 @@ def main(argv=None):
         params_m=cfg.num_params / 1e6,
         shape=args.shape,
         dtype=args.dtype,
-        batch=BATCH,
-        prompt_tokens=PROMPT,
-        new_tokens=NEW,
+        batch=args.batch,  # the main case as run (flags can shrink it)
+        prompt_tokens=args.prompt,
+        new_tokens=args.new,
+        share_prefix=args.share_prefix == "on",
         backend=jax.default_backend(),
         devices=len(jax.devices()),
         cpu_count=os.cpu_count(),

@@ -57,6 +57,7 @@ class PartialCase:
     slots: int
     median: float
     lo: int
+    share_prefix: bool = True  # rollout.share_prefix
 
 
 def bench_partial(cfg, params, case: PartialCase, iterations: int, warmup: int, label: str):
@@ -74,6 +75,7 @@ def bench_partial(cfg, params, case: PartialCase, iterations: int, warmup: int, 
             stop_on_repeat=False,
             partial=partial,
             budget_tokens=case.budget,
+            share_prefix=case.share_prefix,
         )
         engine = make_engine(cfg, rc, eos_id=(), params=params)
         rng = np.random.default_rng(0)  # same prompts and lengths in both modes
