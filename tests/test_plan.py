@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from k15_jax.aot import programs as aot_programs
 from k15_jax.model.config import ModelConfig
 from k15_jax.model.logprobs import accumulated_grads, token_logprobs
 from k15_jax.model.params import abstract_params, init_params
@@ -151,6 +152,29 @@ def test_decode_step_memory_within_20_percent_of_xla(slots, prompt, new, repeat)
         window=64 if repeat else 1,
         prefill_len=prompt,
     )["decode step"]
+    _close(plan["inputs"], ma.argument_size_in_bytes, "arguments")
+    _close(plan["outputs"], ma.output_size_in_bytes, "outputs")
+    _close(plan["temporaries"], ma.temp_size_in_bytes, "temporaries")
+
+
+@pytest.mark.parametrize("slots, prompt, new", [(64, 32, 224), (16, 64, 64)])
+def test_prefill_step_memory_within_20_percent_of_xla(slots, prompt, new):
+    """The engine's prefill of a full slot batch (what `aot.programs.prefill` compiles)."""
+    model = ModelConfig(**BASE)
+    engine = make_engine(
+        model, RolloutConfig(slots=slots, max_prompt_len=prompt, max_new_tokens=new), eos_id=1
+    )
+    program = aot_programs.prefill(engine)
+    ma = program.fn.lower(*program.args).compile().memory_analysis()
+    plan = memory.rollout(
+        model,
+        ONE,
+        slots=slots,
+        cache_len=prompt + new,
+        steps_per_sync=8,
+        window=1,
+        prefill_len=engine.prefill_bucket(prompt),
+    )["prefill step"]
     _close(plan["inputs"], ma.argument_size_in_bytes, "arguments")
     _close(plan["outputs"], ma.output_size_in_bytes, "outputs")
     _close(plan["temporaries"], ma.temp_size_in_bytes, "temporaries")

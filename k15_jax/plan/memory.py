@@ -269,7 +269,6 @@ def rollout(
     S = _split(slots, batch_shards(mesh_shape))
     Ht = _split(model.num_heads, tp)
     engine_params = param_bytes(model, mesh_shape, ROLLOUT_RULES)
-    layer = param_bytes(model, mesh_shape, ROLLOUT_RULES, layers_only=True)
     kv, rest = decode_state_bytes(model, mesh_shape, slots, cache_len, window)
     step_out = steps_per_sync * S * (4 + 4 + 1) + S * 4 + 4
     vocab = _split(model.vocab_size, tp)
@@ -278,13 +277,12 @@ def rollout(
     # the next step's write), the logits and one layer's scores
     new_kv = 2 * kv // cache_len
     decode_work = 2 * new_kv + S * (F32 * vocab + F32 * Ht * cache_len)
-    if platform == "tpu":  # TPU fusions read a layer's weights in the stack, no copy
-        layer = 0
-    # prefill of up to `slots` rows (the eval pass fills every slot with a new prompt): K/V
-    # padded to C for all of them, half of it again before the head-major transpose
+    # prefill of up to `slots` rows (the eval pass fills every slot with a new prompt): its
+    # output is their K/V padded to C; each layer's K and V are padded and transposed
+    # straight into it, so the work is one layer's unpadded K/V and its attention scores
     prefix = kv
     scores = 4 * F32 * S * Ht * prefill_len**2 if attention_path(model, platform) == "xla" else 0
-    prefill_work = prefix // 2 + layer + scores
+    prefill_work = prefix // cache_len * prefill_len // model.num_layers + scores
     if platform == "tpu":  # K/V written in place; about one f32 copy of the scores
         prefill_work = int(TPU_PREFILL_SCORES * scores / 4)
         if tp > 1:  # with the kv heads split, the decode chunk's KV scatter is not in place
@@ -292,6 +290,12 @@ def rollout(
     trainer = param_bytes(model, mesh_shape, TRAIN_RULES)
     itemsize = np.dtype(model.param_dtype).itemsize
     head = 0 if model.tie_embeddings else model.hidden_size * vocab * itemsize
+    # prefill keeps K/V only: the last layer's query, output and MLP weights and the final
+    # norm feed nothing it returns, and with one array per layer jit drops them
+    layers = param_specs(model)["layers"]
+    dead = {k: v for k, v in layers.items() if k not in ("attn_norm", "wk", "wv", "bk", "bv")}
+    unread = sum(leaf_bytes(model, mesh_shape, ROLLOUT_RULES, dead)) // model.num_layers
+    unread += model.hidden_size * itemsize
     return {
         "trainer params": trainer,
         "engine params": engine_params,
@@ -311,8 +315,8 @@ def rollout(
             "aliased": kv + rest,  # the decode state is donated: updated in place
             "temporaries": decode_work,
         },
-        "prefill step": {  # without an untied lm_head: jit drops arguments it never reads
-            "inputs": engine_params - head + S * (prefill_len + 2) * 4,
+        "prefill step": {  # jit drops the arguments it never reads (see `unread`)
+            "inputs": engine_params - head - unread + S * (prefill_len + 2) * 4,
             "outputs": prefix + S * 2 * 4,
             "aliased": 0,
             "temporaries": prefill_work,
